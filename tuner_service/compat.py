@@ -8,8 +8,11 @@ stock workers. Keep all such imports here, check the version range, and test the
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from importlib.metadata import version
 from types import ModuleType
+from typing import Any
 
 import keras_tuner
 from packaging.version import Version
@@ -42,6 +45,13 @@ def service_pb2_grpc() -> ModuleType:
     return protos.get_service_grpc()
 
 
+def keras_tuner_pb2() -> ModuleType:
+    """keras-tuner's ``keras_tuner_pb2`` (the Trial message and its TrialStatus enum)."""
+    from keras_tuner.src import protos
+
+    return protos.get_proto()
+
+
 def oracle_service_name() -> str:
     """Fully-qualified gRPC service name, used for health checks."""
     return service_pb2().DESCRIPTOR.services_by_name["Oracle"].full_name
@@ -50,6 +60,30 @@ def oracle_service_name() -> str:
 def project_dir(oracle: keras_tuner.Oracle) -> str:
     """Where the oracle keeps oracle.json and trial_*/ (set by the Tuner that owns it)."""
     return oracle._project_dir
+
+
+def oracle_file(oracle: keras_tuner.Oracle) -> str:
+    """The path of ``oracle.json``."""
+    return oracle._get_oracle_fname()
+
+
+def trial_file(oracle: keras_tuner.Oracle, trial_id: str) -> str:
+    """The path of ``trial_<id>/trial.json`` (creating the folder, as keras-tuner does)."""
+    return os.path.join(oracle._get_trial_dir(trial_id), "trial.json")
+
+
+def redirect_oracle_writes(
+    oracle: keras_tuner.Oracle,
+    save: Callable[[], None] | None,
+    save_trial: Callable[[Any], None] | None,
+) -> None:
+    """Route the oracle's ``save()`` and ``_save_trial(trial)`` (every write keras-tuner's
+    Oracle makes) to the given callables on this instance; ``None`` restores keras-tuner's."""
+    for name, fn in (("save", save), ("_save_trial", save_trial)):
+        if fn is None:
+            oracle.__dict__.pop(name, None)
+        else:
+            setattr(oracle, name, fn)
 
 
 def queued_for_retry(oracle: keras_tuner.Oracle, trial_id: str) -> bool:

@@ -13,11 +13,16 @@ import grpc
 import keras_tuner
 
 from tuner_service.chief.ledger import STATE_FILE, Ledger
+from tuner_service.chief.persistence import WriteBehind
 from tuner_service.chief.server import make_server, set_not_serving
 from tuner_service.chief.servicer import OracleServicer
 from tuner_service.spec import StudySpec
 
 log = logging.getLogger(__name__)
+
+# service_state.json is rewritten at most this often while trials start and end (every write
+# is the whole ledger); state changes are written at once.
+LEDGER_SAVE_INTERVAL = 0.25
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,12 @@ class Chief:
         self.oracle = oracle
         self.linger = linger
         max_trials = getattr(oracle, "max_trials", None)
-        self.ledger = Ledger(spec.name, max_trials, spec.project_dir / STATE_FILE)
+        self.ledger = Ledger(
+            spec.name, max_trials, spec.project_dir / STATE_FILE, save_interval=LEDGER_SAVE_INTERVAL
+        )
         self.ledger.restore()
         self.servicer = OracleServicer(oracle, self.ledger)
+        self.writer = WriteBehind(oracle, self.servicer.lock)
         self.server, self.health, self.port = make_server(self.servicer, address, interceptors=interceptors)
         self._stop_reason: str | None = None
 
@@ -99,6 +107,7 @@ class Chief:
         """Stop accepting work, persist the oracle and ledger, close the port."""
         set_not_serving(self.health)
         self.oracle.save()
+        self.writer.close()  # everything on disk before results are read or the pod ends
         state = {"finished": "finished", "failed": "failed"}.get(outcome.state, "interrupted")
         self.ledger.set_state(state, outcome.message or None)
         self.server.stop(grace=0.5).wait()

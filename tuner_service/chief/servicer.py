@@ -39,7 +39,8 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         start = time.perf_counter()
         code = "OK"
         try:
-            return method(self, request, context)
+            with self.lock:
+                return method(self, request, context)
         except KeyError as err:
             code = "NOT_FOUND"
             context.abort(grpc.StatusCode.NOT_FOUND, f"{method.__name__}: unknown trial {err}")
@@ -66,6 +67,13 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         self.stop_triggered = False
         self.failure: str | None = None
         self.changed = threading.Condition()
+        # One lock around every call's oracle work *and* its ledger record, so the two never
+        # disagree and no call reads the oracle while another changes it: keras-tuner locks
+        # create/update/end_trial only, and e.g. get_best_trials iterating ``trials`` while a
+        # create_trial inserts one fails ("dictionary changed size during iteration").
+        # gRPC still runs calls on many threads: transport, (de)serialisation, health checks
+        # and the status service never wait behind a decision.
+        self.lock = threading.RLock()
         self.rpc_observers: list[Callable[[str, str, float], None]] = []
         self._better = (lambda a, b: a > b) if oracle.objective.direction == "max" else (lambda a, b: a < b)
 

@@ -1,0 +1,295 @@
+"""Load test: N simulated workers (lightweight gRPC clients) against a real chief.
+
+Each simulated worker has its own channel and repeats the exact RPC cycle a keras-tuner worker
+makes per trial -- ``CreateTrial``, (training: ``--think`` seconds, jittered +-50 %),
+``UpdateTrial``, ``GetTrial``, ``EndTrial`` -- until the chief answers STOPPED; the workers'
+first calls are spread over one ``--think`` (pods do not start in the same millisecond).
+The chief is a real process (``python -m tuner_service chief``, or stock keras-tuner's
+``oracle_chief.start_server`` through ``bench.stock_node``) running RandomSearch over the
+sleeping hypermodel, so the test measures the server and the protocol, not an oracle's maths.
+Clients run as asyncio coroutines (``grpc.aio``) in a few processes so that they do not starve
+the chief of the GIL; they all start together once every client process has imported its libraries.
+
+    python -m bench.load --clients 256 --cycles 3 --think 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tuner_service.local import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_KERAS_HOME = REPO.parent / "shared" / "data" / "keras"
+
+
+@dataclass
+class LoadResult:
+    impl: str
+    clients: int
+    cycles: int
+    think: float
+    rpcs: int = 0
+    errors: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    wall: float = 0.0
+    trials_completed: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return self.rpcs / self.wall if self.wall else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0 and self.trials_completed == self.clients * self.cycles
+
+
+# -- the client side (runs in its own process) --------------------------------------------------
+async def _simulated_worker(address: str, tuner_id: str, think: float, stats: dict) -> None:
+    import grpc
+
+    from tuner_service import compat
+
+    pb2 = compat.service_pb2()
+    trial_pb = compat.keras_tuner_pb2()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = compat.service_pb2_grpc().OracleStub(channel)
+        await channel.channel_ready()
+        stats["ready"].set_result(None)
+        await stats["go"]
+
+        async def call(name: str, request):  # noqa: ANN202 - a protobuf message
+            start = time.perf_counter()
+            try:
+                response = await getattr(stub, name)(request, timeout=60)
+            except grpc.aio.AioRpcError as err:
+                stats["errors"].append(f"{name}: {err.code().name} {err.details()}")
+                return None
+            finally:
+                stats["latencies"].append(time.perf_counter() - start)
+            return response
+
+        # Pods never start in the same millisecond: spread the first calls over one trial time.
+        await asyncio.sleep(random.uniform(0, think))
+        idle_sleep = 0.05
+        while True:
+            created = await call("CreateTrial", pb2.CreateTrialRequest(tuner_id=tuner_id))
+            if created is None:
+                return
+            trial = created.trial
+            if trial.status == trial_pb.TrialStatus.STOPPED:
+                return
+            if trial.status == trial_pb.TrialStatus.IDLE:
+                await asyncio.sleep(idle_sleep)
+                idle_sleep = min(idle_sleep * 2, 2.0)
+                continue
+            idle_sleep = 0.05
+            await asyncio.sleep(random.uniform(0.5, 1.5) * think)
+            metrics = {"val_accuracy": float(np.random.random())}
+            await call(
+                "UpdateTrial", pb2.UpdateTrialRequest(trial_id=trial.trial_id, metrics=metrics, step=0)
+            )
+            await call("GetTrial", pb2.GetTrialRequest(trial_id=trial.trial_id))
+            trial.status = trial_pb.TrialStatus.COMPLETED
+            await call("EndTrial", pb2.EndTrialRequest(trial=trial))
+
+
+async def _client_process(address: str, prefix: str, n: int, think: float) -> dict:
+    loop = asyncio.get_running_loop()
+    readies = [loop.create_future() for _ in range(n)]
+    go = loop.create_future()
+    shared = {"latencies": [], "errors": [], "go": go}
+    tasks = [
+        asyncio.create_task(
+            _simulated_worker(address, f"{prefix}{i}", think, {**shared, "ready": readies[i]})
+        )
+        for i in range(n)
+    ]
+    await asyncio.gather(*readies)
+    print("ready", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    go.set_result(None)
+    await asyncio.gather(*tasks)
+    return shared
+
+
+def client_main(args: argparse.Namespace) -> int:
+    stats = asyncio.run(_client_process(args.address, args.prefix, args.clients, args.think))
+    print(json.dumps({"latencies": stats["latencies"], "errors": stats["errors"]}), flush=True)
+    return 0
+
+
+# -- the orchestrating side -----------------------------------------------------------------------
+def _chief_command(impl: str, directory: Path, trials: int) -> list[str]:
+    py = sys.executable
+    if impl == "stock":
+        return [py, "-m", "bench.stock_node", "--directory", str(directory), "--trials", str(trials)]
+    study = {
+        "name": "load",
+        "model": "bench.sleepy:SleepyHyperModel",
+        "tuner": {"type": "random"},
+        "max_trials": trials,
+        "epochs": 1,
+        "seed": 1,
+        "directory": str(directory),
+        "metrics_port": 0,
+        "status_port": 0,
+        "baseline": False,
+        "retrain_best": False,
+    }
+    path = directory / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return [py, "-m", "tuner_service", "chief", "-c", str(path)]
+
+
+def run_load(
+    impl: str, clients: int, cycles: int, think: float, processes: int = 4, timeout: float = 300
+) -> LoadResult:
+    result = LoadResult(impl, clients, cycles, think)
+    with tempfile.TemporaryDirectory(prefix=f"bench-load-{impl}-") as tmp:
+        directory = Path(tmp)
+        port = free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "KERAS_BACKEND": "tensorflow",
+            "KERAS_HOME": os.environ.get("KERAS_HOME") or str(SAMPLE_KERAS_HOME),
+            "KERASTUNER_ORACLE_IP": "127.0.0.1",
+            "KERASTUNER_ORACLE_PORT": str(port),
+            "KERASTUNER_TUNER_ID": "chief",
+        }
+        chief_log = open(directory / "chief.log", "wb")  # noqa: SIM115
+        chief = subprocess.Popen(
+            _chief_command(impl, directory, clients * cycles),
+            cwd=REPO,
+            env=env,
+            stdout=chief_log,
+            stderr=subprocess.STDOUT,
+        )
+        per_process = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+        procs = []
+        for i, n in enumerate(x for x in per_process if x):
+            argv = [
+                sys.executable,
+                "-m",
+                "bench.load",
+                "--client",
+                "--address",
+                f"127.0.0.1:{port}",
+                "--prefix",
+                f"sim-{i}-",
+                "--clients",
+                str(n),
+                "--think",
+                str(think),
+            ]
+            procs.append(
+                subprocess.Popen(
+                    argv,
+                    cwd=REPO,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
+        try:
+            for p in procs:  # every channel connected: the chief is up and every client is loaded
+                line = p.stdout.readline()
+                if line.strip() != "ready":
+                    raise RuntimeError(f"a client process failed to start: {line!r}")
+            start = time.perf_counter()
+            for p in procs:
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            latencies: list[float] = []
+            errors: list[str] = []
+            for p in procs:
+                out, _ = p.communicate(timeout=timeout)
+                data = json.loads(out.strip().splitlines()[-1])
+                latencies += data["latencies"]
+                errors += data["errors"]
+            result.wall = time.perf_counter() - start
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+            try:
+                chief.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                chief.kill()
+                chief.wait()
+            chief_log.close()
+        trials_dir = directory / ("load" if impl == "ours" else "e2e")
+        result.trials_completed = sum(
+            1
+            for f in trials_dir.glob("trial_*/trial.json")
+            if json.loads(f.read_text()).get("status") == "COMPLETED"
+        )
+        ms = np.array(latencies) * 1000
+        result.rpcs, result.errors, result.error_samples = len(ms), len(errors), errors[:5]
+        if len(ms):
+            result.p50_ms, result.p99_ms, result.max_ms = (
+                float(np.percentile(ms, 50)),
+                float(np.percentile(ms, 99)),
+                float(ms.max()),
+            )
+    return result
+
+
+def format_row(r: LoadResult) -> str:
+    status = "ok" if r.ok else f"FAILED {r.error_samples[:2]}"
+    return (
+        f"load {r.impl:5s} clients={r.clients} rpcs={r.rpcs} errors={r.errors} p50={r.p50_ms:7.1f}ms "
+        f"p99={r.p99_ms:7.1f}ms max={r.max_ms:7.1f}ms rps={r.rps:6.0f} wall={r.wall:5.1f}s "
+        f"trials={r.trials_completed}/{r.clients * r.cycles} {status}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=256)
+    parser.add_argument("--cycles", type=int, default=3, help="trials per simulated worker")
+    parser.add_argument("--think", type=float, default=5.0, help="mean seconds of 'training' per trial")
+    parser.add_argument("--processes", type=int, default=4, help="client processes")
+    parser.add_argument("--impl", choices=("stock", "ours"), action="append", help="default: both")
+    parser.add_argument("--json", help="write the results here")
+    # internal: one client process
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default="sim-", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.client:
+        return client_main(args)
+    results = []
+    for impl in args.impl or ("stock", "ours"):
+        r = run_load(impl, args.clients, args.cycles, args.think, args.processes)
+        print(format_row(r), file=sys.stderr, flush=True)
+        results.append(r)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps([{**asdict(r), "rps": r.rps, "ok": r.ok} for r in results], indent=1)
+        )
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
