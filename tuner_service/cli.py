@@ -2,7 +2,8 @@
 
 Heavy imports (TensorFlow, keras-tuner, gRPC) happen inside the subcommands so ``--help`` and
 spec errors are instant. Exit codes: 0 ok, 1 the search failed, 2 bad input (study file,
-environment, model reference), 130 interrupted.
+environment, model reference), 130 interrupted (a chief stopped by a signal: 128 + the signal,
+so 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def cmd_chief(args: argparse.Namespace) -> int:
     outcome = chief.serve()
     logging.info("search %s %s", outcome.state, outcome.message)
     if outcome.state == "interrupted":
-        return EXIT_INTERRUPTED
+        # The shell convention, 128 + signal: 143 for Kubernetes' SIGTERM, 130 for Ctrl-C.
+        return 128 + chief.stop_signal if chief.stop_signal else EXIT_INTERRUPTED
     results = finalize(spec, tuner, outcome.state)
     logging.info("results: %s", spec.project_dir / "results.json")
     if outcome.state == "failed":

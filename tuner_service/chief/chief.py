@@ -64,6 +64,7 @@ class Chief:
         self.writer = WriteBehind(oracle, self.servicer.lock)
         self.server, self.health, self.port = make_server(self.servicer, address, interceptors=interceptors)
         self._stop_reason: str | None = None
+        self.stop_signal: int | None = None  # the signal that stopped the chief, if one did
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -79,6 +80,7 @@ class Chief:
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
+            self.stop_signal = signum
             self.request_stop(signal.Signals(signum).name)
 
         signal.signal(signal.SIGTERM, handler)
