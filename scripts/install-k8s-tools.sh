@@ -49,7 +49,8 @@ if [[ ! -x "$VENV/bin/kubernetes-validate" || ! -x "$VENV/bin/checkov" ]]; then
         "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "checkov==$CHECKOV_VERSION"
 fi
 
+echo "install-k8s-tools: ready in $TOOLS"
 "$BIN/helm" version --short
-"$BIN/kubectl" version --client 2>/dev/null | head -1
-"$VENV/bin/kubernetes-validate" --version 2>/dev/null || true
-"$VENV/bin/checkov" --version
+"$BIN/kubectl" version --client 2>/dev/null | sed -n 1p
+echo "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version)"
+echo "checkov $("$VENV/bin/checkov" --version)"
