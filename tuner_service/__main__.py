@@ -1,0 +1,3 @@
+from tuner_service.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,218 @@
+"""The chief's service-level record of a search: who runs what, since when, how it ended.
+
+keras-tuner's Oracle knows trials and hyperparameters; it does not know which worker ran a trial,
+when it started, or which workers are alive. The ledger keeps those facts, publishes each change
+as an :class:`Event` to listeners (metrics, the status stream), and is persisted atomically as
+``service_state.json`` beside ``oracle.json`` so the local runner and ``results`` can read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "service_state.json"
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    tuner_id: str
+    status: str = "RUNNING"
+    score: float | None = None
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    epochs: int = 0
+    attempts: int = 1
+    message: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+
+@dataclass
+class WorkerRecord:
+    tuner_id: str
+    state: str = "waiting"  # waiting | training | done
+    trial_id: str | None = None
+    last_seen: float = field(default_factory=time.time)
+    trials_completed: int = 0
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # trial_started | trial_reported | trial_ended | worker_seen | search_state
+    time: float
+    tuner_id: str | None = None
+    trial_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write-then-rename, so a killed process never leaves a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+class Ledger:
+    def __init__(self, name: str, max_trials: int | None, path: Path | None = None):
+        self.name = name
+        self.max_trials = max_trials
+        self.path = path
+        self.state = "running"
+        self.message: str | None = None
+        self.trials: dict[str, TrialRecord] = {}
+        self.workers: dict[str, WorkerRecord] = {}
+        self.best_score: float | None = None
+        self.best_trial_id: str | None = None
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[Event], None]] = []
+
+    # -- listeners -----------------------------------------------------------------------
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    # -- updates (called by the servicer) ------------------------------------------------
+    def _worker(self, tuner_id: str) -> WorkerRecord:
+        worker = self.workers.get(tuner_id)
+        if worker is None:
+            worker = self.workers[tuner_id] = WorkerRecord(tuner_id)
+        worker.last_seen = time.time()
+        return worker
+
+    def worker_seen(self, tuner_id: str, state: str | None = None) -> None:
+        with self._lock:
+            worker = self._worker(tuner_id)
+            if state:
+                worker.state = state
+                if state != "training":
+                    worker.trial_id = None
+        self._emit(Event("worker_seen", time.time(), tuner_id, data={"state": state}))
+
+    def trial_started(self, tuner_id: str, trial_id: str) -> None:
+        with self._lock:
+            record = self.trials.get(trial_id)
+            if record is None:
+                record = self.trials[trial_id] = TrialRecord(trial_id, tuner_id)
+            else:  # a retry, or a trial handed to another worker
+                record.tuner_id, record.status, record.ended_at = tuner_id, "RUNNING", None
+                record.attempts += 1
+            worker = self._worker(tuner_id)
+            worker.state, worker.trial_id = "training", trial_id
+        self._emit(Event("trial_started", time.time(), tuner_id, trial_id))
+        self.save()
+
+    def trial_reported(self, trial_id: str, step: int, metrics: dict[str, float]) -> None:
+        with self._lock:
+            record = self.trials.get(trial_id)
+            tuner_id = record.tuner_id if record else None
+            if record is not None:
+                record.epochs = max(record.epochs, step + 1)
+            if tuner_id:
+                self._worker(tuner_id)
+        self._emit(
+            Event(
+                "trial_reported",
+                time.time(),
+                tuner_id,
+                trial_id,
+                {"step": step, "metrics": dict(metrics)},
+            )
+        )
+
+    def trial_ended(
+        self,
+        trial_id: str,
+        status: str,
+        score: float | None,
+        better: Callable[[float, float], bool],
+        message: str | None = None,
+    ) -> None:
+        with self._lock:
+            record = self.trials.get(trial_id) or self.trials.setdefault(
+                trial_id, TrialRecord(trial_id, "unknown")
+            )
+            record.status, record.score, record.message = status, score, message
+            record.ended_at = time.time()
+            worker = self._worker(record.tuner_id)
+            worker.state, worker.trial_id = "waiting", None
+            if status == "COMPLETED":
+                worker.trials_completed += 1
+                if score is not None and (self.best_score is None or better(score, self.best_score)):
+                    self.best_score, self.best_trial_id = score, trial_id
+            tuner_id = record.tuner_id
+        self._emit(
+            Event(
+                "trial_ended",
+                time.time(),
+                tuner_id,
+                trial_id,
+                {"status": status, "score": score, "duration": record.duration},
+            )
+        )
+        self.save()
+
+    def set_state(self, state: str, message: str | None = None) -> None:
+        with self._lock:
+            self.state, self.message = state, message
+        self._emit(Event("search_state", time.time(), data={"state": state, "message": message}))
+        self.save()
+
+    # -- views ---------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            out: dict[str, int] = {}
+            for record in self.trials.values():
+                out[record.status] = out.get(record.status, 0) + 1
+            return out
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "name": self.name,
+                "state": self.state,
+                "message": self.message,
+                "max_trials": self.max_trials,
+                "best_score": self.best_score,
+                "best_trial_id": self.best_trial_id,
+                "counts": self.counts(),
+                "updated_at": time.time(),
+                "trials": {k: {**asdict(v), "duration": v.duration} for k, v in self.trials.items()},
+                "workers": {k: asdict(v) for k, v in self.workers.items()},
+            }
+
+    def save(self) -> None:
+        if self.path is not None:
+            write_json_atomic(self.path, self.snapshot())
+
+    def restore(self) -> None:
+        """Reload a previous chief's ledger (same storage), so a restarted chief keeps history."""
+        if self.path is None or not self.path.exists():
+            return
+        data = json.loads(self.path.read_text())
+        with self._lock:
+            for tid, rec in data.get("trials", {}).items():
+                rec.pop("duration", None)
+                self.trials[tid] = TrialRecord(**rec)
+            self.best_score = data.get("best_score")
+            self.best_trial_id = data.get("best_trial_id")
+
+
+def read_snapshot(project_dir: Path) -> dict[str, Any] | None:
+    path = Path(project_dir) / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,143 @@
+"""keras-tuner's Oracle gRPC service, served concurrently, with clear errors and a ledger.
+
+Wire-compatible with keras-tuner: same messages, same method semantics, so an unmodified
+keras-tuner worker works against it. What differs from the stock servicer: errors become gRPC
+status codes with a message (not a server-side traceback), every call is recorded in the
+:class:`~tuner_service.chief.ledger.Ledger`, and the servicer tells the chief when the search is
+over instead of being polled.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import keras_tuner
+from keras_tuner.engine.trial import TrialStatus
+
+from tuner_service import compat
+from tuner_service.chief.ledger import Ledger
+
+log = logging.getLogger(__name__)
+pb2 = compat.service_pb2()
+
+
+class SearchFailed(Exception):
+    """The oracle gave up (e.g. too many consecutive failed trials)."""
+
+
+def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Map exceptions to gRPC status codes; time the call; wake the chief afterwards."""
+
+    @functools.wraps(method)
+    def wrapper(self: OracleServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            return method(self, request, context)
+        except KeyError as err:
+            code = "NOT_FOUND"
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{method.__name__}: unknown trial {err}")
+        except ValueError as err:
+            code = "INVALID_ARGUMENT"
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method.__name__}: {err}")
+        except RuntimeError as err:
+            # keras-tuner raises RuntimeError when max_consecutive_failed_trials is reached.
+            code = "FAILED_PRECONDITION"
+            self.fail(str(err))
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"search failed: {err}")
+        finally:
+            for observer in self.rpc_observers:
+                observer(method.__name__, code, time.perf_counter() - start)
+            self.notify()
+
+    return wrapper
+
+
+class OracleServicer(compat.service_pb2_grpc().OracleServicer):
+    def __init__(self, oracle: keras_tuner.Oracle, ledger: Ledger):
+        self.oracle = oracle
+        self.ledger = ledger
+        self.stop_triggered = False
+        self.failure: str | None = None
+        self.changed = threading.Condition()
+        self.rpc_observers: list[Callable[[str, str, float], None]] = []
+        self._better = (lambda a, b: a > b) if oracle.objective.direction == "max" else (lambda a, b: a < b)
+
+    # -- coordination with the chief -----------------------------------------------------
+    def notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def fail(self, message: str) -> None:
+        self.failure = message
+        self.notify()
+
+    def search_done(self) -> bool:
+        """No trial running and the oracle has said STOPPED (budget or space exhausted)."""
+        return self.stop_triggered and not self.oracle.ongoing_trials
+
+    def workers_released(self) -> bool:
+        """Every worker that asked for work has been told STOPPED."""
+        return not self.oracle.tuner_ids
+
+    # -- the keras-tuner Oracle service ----------------------------------------------------
+    @_rpc
+    def GetSpace(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return pb2.GetSpaceResponse(hyperparameters=self.oracle.get_space().to_proto())
+
+    @_rpc
+    def UpdateSpace(self, request: Any, context: grpc.ServicerContext) -> Any:
+        hps = keras_tuner.HyperParameters.from_proto(request.hyperparameters)
+        self.oracle.update_space(hps)
+        return pb2.UpdateSpaceResponse()
+
+    @_rpc
+    def CreateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
+        tuner_id = request.tuner_id
+        if self.failure:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"search failed: {self.failure}")
+        ongoing = self.oracle.ongoing_trials.get(tuner_id)
+        trial = self.oracle.create_trial(tuner_id)
+        if trial.status == TrialStatus.RUNNING:
+            if ongoing is None or ongoing.trial_id != trial.trial_id:
+                self.ledger.trial_started(tuner_id, trial.trial_id)
+        elif trial.status == TrialStatus.STOPPED:
+            self.stop_triggered = True
+            self.ledger.worker_seen(tuner_id, "done")
+        else:  # IDLE: e.g. Hyperband waiting for a bracket to finish
+            self.ledger.worker_seen(tuner_id, "waiting")
+        return pb2.CreateTrialResponse(trial=trial.to_proto())
+
+    @_rpc
+    def UpdateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
+        metrics = dict(request.metrics)
+        trial = self.oracle.update_trial(request.trial_id, metrics, step=request.step)
+        self.ledger.trial_reported(request.trial_id, request.step, metrics)
+        return pb2.UpdateTrialResponse(trial=trial.to_proto())
+
+    @_rpc
+    def EndTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
+        trial = keras_tuner.engine.trial.Trial.from_proto(request.trial)
+        self.oracle.end_trial(trial)
+        ended = self.oracle.get_trial(trial.trial_id)
+        status = ended.status
+        if compat.queued_for_retry(self.oracle, trial.trial_id):
+            status = "RETRY"
+        score = ended.score if ended.status == TrialStatus.COMPLETED else None
+        self.ledger.trial_ended(trial.trial_id, status, score, self._better, ended.message)
+        return pb2.EndTrialResponse()
+
+    @_rpc
+    def GetTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return pb2.GetTrialResponse(trial=self.oracle.get_trial(request.trial_id).to_proto())
+
+    @_rpc
+    def GetBestTrials(self, request: Any, context: grpc.ServicerContext) -> Any:
+        trials = self.oracle.get_best_trials(request.num_trials)
+        return pb2.GetBestTrialsResponse(trials=[t.to_proto() for t in trials])

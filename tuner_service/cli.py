@@ -1,0 +1,240 @@
+"""Command line: thin subcommands over the library (run, chief, worker, baseline, results).
+
+Heavy imports (TensorFlow, keras-tuner, gRPC) happen inside the subcommands so ``--help`` and
+spec errors are instant. Exit codes: 0 ok, 1 the search failed, 2 bad input (study file,
+environment, model reference), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from tuner_service import spec as spec_module
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+METRICS_PORT_ENV = "TUNER_SERVICE_METRICS_PORT"
+STATUS_PORT_ENV = "TUNER_SERVICE_STATUS_PORT"
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported on one line, exit code 2."""
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def _load_spec(args: argparse.Namespace) -> spec_module.StudySpec:
+    return spec_module.load(args.config, args.set)
+
+
+def _env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise UsageError(f"{name}={raw!r}: expected a port number (0 turns it off)")
+    return int(raw)
+
+
+# -- subcommands -----------------------------------------------------------------------------
+def cmd_chief(args: argparse.Namespace) -> int:
+    spec = _load_spec(args)
+    _quiet_tensorflow()
+    from tuner_service import compat
+    from tuner_service.chief.chief import Chief
+    from tuner_service.models import load_hypermodel
+    from tuner_service.results import finalize
+    from tuner_service.tuners import build_tuner
+    from tuner_service.worker import Role
+
+    compat.check_version()
+    role = Role.from_env(os.environ, chief=True)
+    role.export()
+    hypermodel = load_hypermodel(spec.model)
+    # The chief builds the same tuner as the workers: keras-tuner declares the search space
+    # and, if this storage already holds a search, reloads it (a restarted chief resumes).
+    tuner = build_tuner(spec, hypermodel)
+    tuner.save()
+    chief = Chief(spec, tuner.oracle, address=role.address)
+    chief.install_signal_handlers()
+    outcome = chief.serve()
+    logging.info("search %s %s", outcome.state, outcome.message)
+    if outcome.state == "interrupted":
+        return EXIT_INTERRUPTED
+    results = finalize(spec, tuner, outcome.state)
+    logging.info("results: %s", spec.project_dir / "results.json")
+    if outcome.state == "failed":
+        print(f"search failed: {outcome.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK if results.get("trials_completed") else EXIT_FAILED
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    spec = _load_spec(args)
+    _quiet_tensorflow()
+    from tuner_service import compat
+    from tuner_service.client import ChiefUnreachable, SearchFailed
+    from tuner_service.worker import Role, Worker
+
+    compat.check_version()
+    role = Role.from_env(os.environ, chief=False)
+    try:
+        Worker(spec, role, chief_deadline=args.chief_deadline).run()
+    except ChiefUnreachable as err:
+        print(f"worker {role.tuner_id}: giving up: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except SearchFailed as err:
+        print(f"worker {role.tuner_id}: the chief ended the search: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = _load_spec(args)
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    from tuner_service.local import LocalRun
+    from tuner_service.progress import Progress
+
+    run = LocalRun(spec, args.config, args.set, workers=args.workers)
+    print(f"study {spec.name!r}: chief + {args.workers} workers, logs in {run.log_dir}")
+    run.start()
+    progress = Progress(spec, enabled=not args.no_progress)
+    try:
+        with progress:
+            code = run.wait(progress.update)
+    except KeyboardInterrupt:
+        print("interrupted: stopping workers and chief...", file=sys.stderr)
+        run.stop()
+        return EXIT_INTERRUPTED
+    if code != 0:
+        print(f"search failed (exit {code}); see {run.log_dir}", file=sys.stderr)
+        return code
+    from tuner_service.results import load_results
+    from tuner_service.table import print_results
+
+    results = load_results(spec)
+    if results:
+        print_results(results)
+    return EXIT_OK
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    overrides = list(args.set)
+    if args.model:
+        overrides.append(f"model={args.model}")
+    if not args.config and not any(o.startswith("name=") for o in overrides):
+        overrides.append(f"name=baseline-{args.model or 'mlp'}")
+    spec = spec_module.load(args.config, overrides)
+    if not spec.is_seed_model:
+        raise UsageError(f"model {spec.model!r}: baselines exist for 'mlp' and 'cnn' only")
+    _quiet_tensorflow()
+    from tuner_service.results import run_baseline
+
+    result = run_baseline(spec)
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    spec = _load_spec(args)
+    from tuner_service.results import load_results
+    from tuner_service.table import print_results
+
+    results = load_results(spec)
+    if results is None:
+        raise UsageError(f"no results at {spec.project_dir / 'results.json'} (has the search run?)")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print_results(results)
+    return EXIT_OK
+
+
+# -- parser ----------------------------------------------------------------------------------
+def _study_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", "-c", required=required, help="study file (YAML)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a study key, e.g. --set tuner.type=random (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuner-service", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a search locally: a chief and N workers as processes")
+    _study_args(p)
+    p.add_argument("--workers", "-w", type=int, default=2)
+    p.add_argument("--no-progress", action="store_true", help="plain log lines, no live table")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("chief", help="pod entrypoint: serve the oracle (env: KERASTUNER_*)")
+    _study_args(p)
+    p.set_defaults(func=cmd_chief)
+
+    p = sub.add_parser("worker", help="pod entrypoint: train trials (env: KERASTUNER_*)")
+    _study_args(p)
+    p.add_argument(
+        "--chief-deadline",
+        type=float,
+        default=300.0,
+        help="give up after the chief is unreachable this long (seconds)",
+    )
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("baseline", help="train and test the seed's untuned baseline")
+    _study_args(p, required=False)
+    p.add_argument("--model", choices=["mlp", "cnn"])
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("results", help="print a finished search's results")
+    _study_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_results)
+    return parser
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that mean bad input, imported lazily (their modules pull in TensorFlow)."""
+    errors: list[type[Exception]] = [spec_module.SpecError, UsageError]
+    for module, name in (
+        ("tuner_service.worker", "EnvError"),
+        ("tuner_service.models", "ModelError"),
+        ("tuner_service.tuners", "TunerConfigError"),
+        ("tuner_service.data", "DataError"),
+    ):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - user errors become one line, others propagate
+        if isinstance(err, _user_errors()):
+            print(f"tuner-service {args.command}: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        raise

@@ -1,0 +1,154 @@
+"""The worker's side of keras-tuner's gRPC protocol, with back-off and bounded retries.
+
+A drop-in for ``keras_tuner``'s ``OracleClient`` (same methods, same messages). Differences:
+an IDLE answer ("wait, nothing to run yet") is retried after an exponential back-off instead of
+at once; an unreachable chief is retried with bounded exponential back-off until
+``chief_deadline`` and then raises :class:`ChiefUnreachable` (stock waits up to an hour).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import keras_tuner
+from keras_tuner.engine.trial import Trial, TrialStatus
+
+from tuner_service import compat
+
+log = logging.getLogger(__name__)
+pb2 = compat.service_pb2()
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+AUTH_ENV = "TUNER_SERVICE_AUTH_TOKEN"
+
+
+class ChiefUnreachable(Exception):
+    """The chief did not answer within the deadline."""
+
+
+class SearchFailed(Exception):
+    """The chief reports that the search has failed; there is nothing left to do."""
+
+
+class Backoff:
+    """Exponential back-off with full jitter, capped at ``maximum`` seconds."""
+
+    def __init__(self, initial: float = 0.1, maximum: float = 5.0, sleep: Callable = time.sleep):
+        self.initial, self.maximum, self._sleep = initial, maximum, sleep
+        self.current = initial
+
+    def reset(self) -> None:
+        self.current = self.initial
+
+    def wait(self) -> float:
+        delay = random.uniform(self.current / 2, self.current)
+        self._sleep(delay)
+        self.current = min(self.current * 2, self.maximum)
+        return delay
+
+
+class ServiceOracleClient:
+    """Wraps a local Oracle (for its objective and settings) and talks to the chief."""
+
+    def __init__(
+        self,
+        oracle: keras_tuner.Oracle,
+        address: str,
+        tuner_id: str,
+        *,
+        chief_deadline: float = 300.0,
+        call_timeout: float = 60.0,
+        idle_backoff: Backoff | None = None,
+    ):
+        self._oracle = oracle
+        self.tuner_id = tuner_id
+        self.address = address
+        self.chief_deadline = chief_deadline
+        self.call_timeout = call_timeout
+        self.idle_backoff = idle_backoff or Backoff(0.05, 2.0)
+        self.multi_worker = False
+        self.should_report = True
+        self._channel = grpc.insecure_channel(address)
+        self.stub = compat.service_pb2_grpc().OracleStub(self._channel)
+        token = os.environ.get(AUTH_ENV)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+
+    # keras-tuner reads these settings from the oracle it was given.
+    @property
+    def objective(self) -> Any:
+        return self._oracle.objective
+
+    @property
+    def max_trials(self) -> Any:
+        return self._oracle.max_trials
+
+    @property
+    def allow_new_entries(self) -> bool:
+        return self._oracle.allow_new_entries
+
+    @property
+    def tune_new_entries(self) -> bool:
+        return self._oracle.tune_new_entries
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: str, request: Any) -> Any:
+        """One RPC, retried while the chief is unreachable, up to ``chief_deadline``."""
+        give_up = time.monotonic() + self.chief_deadline
+        backoff = Backoff(0.2, 10.0)
+        while True:
+            try:
+                return getattr(self.stub, method)(request, timeout=self.call_timeout, metadata=self._metadata)
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise SearchFailed(err.details()) from None
+                if err.code() not in RETRYABLE:
+                    raise
+                if time.monotonic() + backoff.current > give_up:
+                    raise ChiefUnreachable(
+                        f"chief at {self.address} unreachable for {self.chief_deadline:.0f}s "
+                        f"({err.code().name}: {err.details()})"
+                    ) from None
+                log.warning("chief unreachable (%s); retrying", err.code().name)
+                backoff.wait()
+
+    # -- the Oracle interface used by keras-tuner's Tuner ---------------------------------
+    def get_space(self) -> keras_tuner.HyperParameters:
+        response = self._call("GetSpace", pb2.GetSpaceRequest())
+        return keras_tuner.HyperParameters.from_proto(response.hyperparameters)
+
+    def update_space(self, hyperparameters: keras_tuner.HyperParameters) -> None:
+        self._call("UpdateSpace", pb2.UpdateSpaceRequest(hyperparameters=hyperparameters.to_proto()))
+
+    def create_trial(self, tuner_id: str) -> Trial:
+        self.idle_backoff.reset()
+        while True:
+            response = self._call("CreateTrial", pb2.CreateTrialRequest(tuner_id=tuner_id))
+            trial = Trial.from_proto(response.trial)
+            if trial.status != TrialStatus.IDLE:
+                return trial
+            self.idle_backoff.wait()  # the oracle asked us to wait; never spin
+
+    def update_trial(self, trial_id: str, metrics: dict[str, float], step: int = 0) -> Trial:
+        response = self._call(
+            "UpdateTrial", pb2.UpdateTrialRequest(trial_id=trial_id, metrics=metrics, step=step)
+        )
+        return Trial.from_proto(response.trial)
+
+    def end_trial(self, trial: Trial) -> None:
+        self._call("EndTrial", pb2.EndTrialRequest(trial=trial.to_proto()))
+
+    def get_trial(self, trial_id: str) -> Trial:
+        response = self._call("GetTrial", pb2.GetTrialRequest(trial_id=trial_id))
+        return Trial.from_proto(response.trial)
+
+    def get_best_trials(self, num_trials: int = 1) -> list[Trial]:
+        response = self._call("GetBestTrials", pb2.GetBestTrialsRequest(num_trials=num_trials))
+        return [Trial.from_proto(t) for t in response.trials]

@@ -1,0 +1,184 @@
+"""The study file: load, apply `--set` overrides, validate, report every problem at once.
+
+A study file is plain YAML (the same text can be a Kubernetes ConfigMap key). Validation is
+done by pydantic models with ``extra="forbid"`` so a typo is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_MODEL_REF = re.compile(r"^(mlp|cnn|[A-Za-z_][\w.]*:[A-Za-z_][\w.]*)$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class SpecError(Exception):
+    """A study file that cannot be used; ``problems`` lists every ``path: message``."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{source}: {len(problems)} {noun} in the study file:\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BayesianTuner(_Strict):
+    type: Literal["bayesian"] = "bayesian"
+    num_initial_points: int | None = Field(None, ge=1, description="random trials before the GP")
+    alpha: float = Field(1e-4, gt=0)
+    beta: float = Field(2.6, ge=0)
+
+
+class RandomTuner(_Strict):
+    type: Literal["random"]
+
+
+class HyperbandTuner(_Strict):
+    type: Literal["hyperband"]
+    max_epochs: int | None = Field(None, ge=2, description="defaults to the study's epochs")
+    factor: int = Field(3, ge=2)
+    hyperband_iterations: int = Field(1, ge=1)
+
+
+TunerSpec = Annotated[BayesianTuner | RandomTuner | HyperbandTuner, Field(discriminator="type")]
+
+
+class DataSpec(_Strict):
+    dataset: Literal["fashion_mnist"] = "fashion_mnist"
+    validation_split: float = Field(0.2, gt=0, lt=1, description="share of train held out")
+    max_train_samples: int | None = Field(None, ge=10, description="cap for quick runs")
+
+
+class StudySpec(_Strict):
+    """One hyperparameter search. Field names are the study-file keys."""
+
+    name: str = Field(min_length=1, max_length=40)
+    model: str
+    tuner: TunerSpec = Field(default_factory=BayesianTuner)
+    objective: str = "val_accuracy"
+    max_trials: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    executions_per_trial: int = Field(1, ge=1)
+    max_retries_per_trial: int = Field(0, ge=0)
+    max_consecutive_failed_trials: int = Field(3, ge=1)
+    seed: int | None = 42
+    data: DataSpec = Field(default_factory=DataSpec)
+    directory: str = "runs"
+    metrics_port: Port = 9090
+    status_port: Port = 8001
+    baseline: bool = Field(True, description="also train the seed's baseline (mlp/cnn only)")
+    retrain_best: bool = Field(True, description="retrain the best trial and test it at the end")
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be lower-case letters, digits and '-' (a DNS label)")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model_ref(cls, v: str) -> str:
+        if not _MODEL_REF.match(v):
+            raise ValueError("must be 'mlp', 'cnn' or 'package.module:attr'")
+        return v
+
+    @field_validator("tuner", mode="before")
+    @classmethod
+    def _tuner_shorthand(cls, v: Any) -> Any:
+        # `tuner: random` is accepted as short for `tuner: {type: random}`.
+        return {"type": v} if isinstance(v, str) else v
+
+    @property
+    def project_dir(self) -> Path:
+        return Path(self.directory) / self.name
+
+    @property
+    def is_seed_model(self) -> bool:
+        return self.model in ("mlp", "cnn")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["tuner.type=random", "max_trials=5"]`` into a nested dict (values are YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SpecError("--set", [f"{pair!r}: expected key=value"])
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SpecError("--set", [f"{key}: conflicts with another --set"])
+        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    return out
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        # Drop pydantic's union-member tags (e.g. "bayesian") so paths read like the file.
+        loc = [str(p) for p in e["loc"] if p not in ("bayesian", "random", "hyperband")]
+        path = ".".join(loc) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append(f"{path}: {msg}")
+    return problems
+
+
+def validate(raw: Any, source: str = "study") -> StudySpec:
+    if not isinstance(raw, dict):
+        raise SpecError(source, ["(top level): expected a mapping of study keys"])
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(source, _format(err)) from None
+
+
+def load(path: str | Path | None, overrides: list[str] | None = None) -> StudySpec:
+    """Read a study file (or none: overrides only), apply overrides, validate."""
+    raw: Any = {}
+    source = str(path) if path else "--set"
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise SpecError(source, [f"cannot read: {err.strerror}"]) from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise SpecError(source, [f"not valid YAML: {err}"]) from None
+    if overrides:
+        if not isinstance(raw, dict):
+            raise SpecError(source, ["(top level): expected a mapping of study keys"])
+        raw = _merge(raw, parse_overrides(overrides))
+    return validate(raw, source)
+
+
+def dump(spec: StudySpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

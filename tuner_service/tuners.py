@@ -1,0 +1,112 @@
+"""Build keras-tuner oracles and tuners from a study spec.
+
+The chief and every worker build the *same* tuner from the same study file; keras-tuner's
+environment contract (``KERASTUNER_TUNER_ID``...) decides which role it plays. Only public
+keras-tuner classes are used here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import keras_tuner
+
+from tuner_service.spec import BayesianTuner, HyperbandTuner, RandomTuner, StudySpec
+
+
+class TunerConfigError(Exception):
+    """The study's tuner settings are rejected by keras-tuner (e.g. an unknown objective)."""
+
+
+def make_objective(name: str) -> keras_tuner.Objective:
+    """Objective with its direction inferred as keras-tuner does (``*acc*`` max, ``*loss`` min)."""
+    lowered = name.lower()
+    if lowered.endswith("loss") or "error" in lowered:
+        return keras_tuner.Objective(name, "min")
+    if any(k in lowered for k in ("acc", "auc", "precision", "recall", "f1")):
+        return keras_tuner.Objective(name, "max")
+    raise TunerConfigError(
+        f"objective {name!r}: cannot tell whether to minimise or maximise it; "
+        "use a metric name ending in 'loss' or containing 'accuracy'"
+    )
+
+
+def build_oracle(spec: StudySpec) -> keras_tuner.Oracle:
+    common: dict[str, Any] = {
+        "objective": make_objective(spec.objective),
+        "seed": spec.seed,
+        "max_retries_per_trial": spec.max_retries_per_trial,
+        "max_consecutive_failed_trials": spec.max_consecutive_failed_trials,
+    }
+    t = spec.tuner
+    if isinstance(t, BayesianTuner):
+        return keras_tuner.oracles.BayesianOptimizationOracle(
+            max_trials=spec.max_trials,
+            num_initial_points=t.num_initial_points,
+            alpha=t.alpha,
+            beta=t.beta,
+            **common,
+        )
+    if isinstance(t, RandomTuner):
+        return keras_tuner.oracles.RandomSearchOracle(max_trials=spec.max_trials, **common)
+    if isinstance(t, HyperbandTuner):
+        # Hyperband decides its own number of trials from max_epochs and factor.
+        return keras_tuner.oracles.HyperbandOracle(
+            max_epochs=t.max_epochs or spec.epochs,
+            factor=t.factor,
+            hyperband_iterations=t.hyperband_iterations,
+            **common,
+        )
+    raise TunerConfigError(f"unknown tuner {t!r}")
+
+
+class ServiceTuner(keras_tuner.Tuner):
+    """A keras-tuner Tuner whose per-epoch hook feeds extra callbacks (progress, heartbeat).
+
+    ``epoch_hooks`` are called as ``hook(trial, epoch, logs)`` after every epoch; the worker
+    uses them for progress reporting. Everything else is stock keras-tuner.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        epoch_hooks: Sequence[Callable[[Any, int, dict], None]] = (),
+        **kwargs: Any,
+    ):
+        self.epoch_hooks = list(epoch_hooks)
+        super().__init__(*args, **kwargs)
+
+    def on_epoch_end(self, trial: Any, model: keras.Model, epoch: int, logs: dict | None = None):
+        super().on_epoch_end(trial, model, epoch, logs=logs)
+        for hook in self.epoch_hooks:
+            hook(trial, epoch, dict(logs or {}))
+
+
+class ServiceHyperband(ServiceTuner, keras_tuner.Hyperband):
+    """Hyperband's trial logic (epoch budgets, warm starts) around an oracle we built."""
+
+    def __init__(self, oracle: keras_tuner.Oracle, **kwargs: Any):
+        # keras_tuner.Hyperband.__init__ only constructs its own oracle; skip it.
+        ServiceTuner.__init__(self, oracle=oracle, **kwargs)
+
+
+def build_tuner(
+    spec: StudySpec,
+    hypermodel: Any,
+    oracle: keras_tuner.Oracle | None = None,
+    **kwargs: Any,
+) -> ServiceTuner:
+    """The study's tuner over ``spec.directory/spec.name`` (resuming whatever is there)."""
+    oracle = oracle or build_oracle(spec)
+    cls = ServiceHyperband if isinstance(oracle, keras_tuner.oracles.HyperbandOracle) else ServiceTuner
+    return cls(
+        oracle=oracle,
+        hypermodel=hypermodel,
+        directory=spec.directory,
+        project_name=spec.name,
+        executions_per_trial=spec.executions_per_trial,
+        overwrite=False,
+        **kwargs,
+    )

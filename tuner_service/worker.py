@@ -1,0 +1,106 @@
+"""The worker: asks the chief for trials and trains them until told the search is over."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tuner_service import data
+from tuner_service.client import ServiceOracleClient
+from tuner_service.models import load_hypermodel
+from tuner_service.spec import StudySpec
+from tuner_service.tuners import ServiceTuner, build_oracle, build_tuner
+
+log = logging.getLogger(__name__)
+
+TUNER_ID = "KERASTUNER_TUNER_ID"
+ORACLE_IP = "KERASTUNER_ORACLE_IP"
+ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
+JOB_INDEX = "JOB_COMPLETION_INDEX"  # set by Kubernetes on the pods of an Indexed Job
+
+
+class EnvError(Exception):
+    """The process environment does not describe a valid chief or worker."""
+
+
+@dataclass(frozen=True)
+class Role:
+    """Who this process is, read only from keras-tuner's environment contract."""
+
+    tuner_id: str
+    oracle_ip: str
+    oracle_port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.oracle_ip}:{self.oracle_port}"
+
+    @property
+    def is_chief(self) -> bool:
+        return "chief" in self.tuner_id
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], *, chief: bool) -> Role:
+        problems = []
+        tuner_id = environ.get(TUNER_ID)
+        if not tuner_id and not chief and environ.get(JOB_INDEX, "").isdigit():
+            tuner_id = f"worker-{environ[JOB_INDEX]}"
+        if chief:
+            tuner_id = tuner_id or "chief"
+            if "chief" not in tuner_id:
+                problems.append(f"{TUNER_ID}={tuner_id!r}: a chief's id must contain 'chief'")
+        elif not tuner_id:
+            problems.append(f"{TUNER_ID} (or {JOB_INDEX}) is not set")
+        elif "chief" in tuner_id:
+            problems.append(f"{TUNER_ID}={tuner_id!r}: a worker's id must not contain 'chief'")
+        ip = environ.get(ORACLE_IP) or ("0.0.0.0" if chief else "")
+        if not ip:
+            problems.append(f"{ORACLE_IP} is not set (the chief's address)")
+        port = environ.get(ORACLE_PORT, "")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"{ORACLE_PORT}={port!r}: expected a TCP port number")
+        if problems:
+            raise EnvError("; ".join(problems))
+        return cls(str(tuner_id), ip, int(port))
+
+    def export(self) -> None:
+        """keras-tuner's Tuner reads the contract from os.environ; make it complete."""
+        os.environ[TUNER_ID] = self.tuner_id
+        os.environ[ORACLE_IP] = self.oracle_ip
+        os.environ[ORACLE_PORT] = str(self.oracle_port)
+
+
+class Worker:
+    """Loads the data once, then runs keras-tuner's search loop against the chief."""
+
+    def __init__(self, spec: StudySpec, role: Role, *, chief_deadline: float = 300.0):
+        self.spec = spec
+        self.role = role
+        self.chief_deadline = chief_deadline
+
+    def build_tuner(self) -> ServiceTuner:
+        self.role.export()
+        hypermodel = load_hypermodel(self.spec.model)
+        oracle = build_oracle(self.spec)
+        tuner = build_tuner(self.spec, hypermodel, oracle)
+        # keras-tuner wrapped the oracle in its stock client; ours backs off and gives up.
+        tuner.oracle = ServiceOracleClient(
+            oracle, self.role.address, self.role.tuner_id, chief_deadline=self.chief_deadline
+        )
+        return tuner
+
+    def run(self) -> None:
+        splits = data.load(self.spec.data, self.spec.seed)  # once per process, not per trial
+        log.info("worker %s: data %s", self.role.tuner_id, splits.sizes())
+        tuner = self.build_tuner()
+        tuner.search(
+            splits.x_train,
+            splits.y_train,
+            validation_data=(splits.x_val, splits.y_val),
+            epochs=self.spec.epochs,
+            batch_size=self.spec.batch_size,
+            verbose=0,
+        )
+        log.info("worker %s: search over", self.role.tuner_id)
