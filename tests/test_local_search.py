@@ -1,0 +1,86 @@
+"""End to end: `tuner-service run` with a real chief and real workers on loopback gRPC."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import pytest
+
+from tests.conftest import cli, tiny_study
+
+pytestmark = pytest.mark.e2e
+
+
+def _results(tmp_path: Path, name: str = "tiny") -> dict:
+    return json.loads((tmp_path / "studies" / name / "results.json").read_text())
+
+
+def test_two_workers_share_a_search_and_results_are_complete(tmp_path: Path) -> None:
+    study = tiny_study(
+        tmp_path,
+        max_trials=6,
+        epochs=2,
+        retrain_best=True,
+        baseline=True,
+        tuner={"type": "bayesian", "num_initial_points": 2},
+    )
+    result = cli("run", "--config", str(study), "--workers", "2", "--no-progress", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    res = _results(tmp_path)
+
+    trials = res["trials"]
+    assert len(trials) == 6 and all(t["status"] == "COMPLETED" for t in trials)
+    assert {t["tuner_id"] for t in trials} == {"worker-0", "worker-1"}
+    assert all(t["duration"] > 0 and t["score"] is not None for t in trials)
+    assert len({t["trial_id"] for t in trials}) == 6
+
+    best = max(trials, key=lambda t: t["score"])
+    assert res["best_val_score"] == pytest.approx(best["score"])
+    assert res["best_hyperparameters"] == best["hyperparameters"]
+    assert set(res["best_hyperparameters"]) >= {
+        "n_layers",
+        "units_0",
+        "dropout",
+        "optimizer",
+        "learning_rate",
+    }
+    assert 0.0 < res["test_accuracy"] <= 1.0
+    assert 0.0 < res["baseline_test_accuracy"] <= 1.0
+
+    model = keras.models.load_model(res["best_model"])
+    assert model.output_shape == (None, 10)
+
+    table = cli("results", "--config", str(study), timeout=120)
+    assert table.returncode == 0 and "worker-1" in table.stdout
+    as_json = cli("results", "--config", str(study), "--json", timeout=120)
+    assert json.loads(as_json.stdout)["best_trial_id"] == res["best_trial_id"]
+
+
+def test_user_hypermodel_by_module_attr(tmp_path: Path) -> None:
+    study = tiny_study(tmp_path, model="tests.fixtures.user_models:build_tiny", max_trials=2)
+    result = cli("run", "--config", str(study), "--workers", "1", "--no-progress", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    res = _results(tmp_path)
+    assert res["trials_completed"] == 2
+    assert set(res["best_hyperparameters"]) == {"width"}
+    assert "baseline_test_accuracy" not in res
+
+
+def test_bad_user_model_exits_2_before_any_process_starts(tmp_path: Path) -> None:
+    study = tiny_study(tmp_path, model="tests.fixtures.user_models:missing")
+    result = cli("run", "--config", str(study), "--workers", "1", "--no-progress", timeout=300)
+    assert result.returncode == 2
+    assert "has no attribute 'missing'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "studies").exists()
+
+
+def test_chief_with_a_bad_model_exits_2(tmp_path: Path) -> None:
+    study = tiny_study(tmp_path, model="tests.fixtures.user_models:NOT_A_MODEL")
+    env = {"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "1"}
+    result = cli("chief", "--config", str(study), env=env, timeout=300)
+    assert result.returncode == 2
+    assert "expected a keras_tuner.HyperModel" in result.stderr
+    assert "Traceback" not in result.stderr
