@@ -84,3 +84,12 @@ def test_chief_with_a_bad_model_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "expected a keras_tuner.HyperModel" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_hyperband_search_runs_distributed(tmp_path: Path) -> None:
+    study = tiny_study(tmp_path, tuner={"type": "hyperband", "max_epochs": 2, "factor": 2}, epochs=2)
+    result = cli("run", "--config", str(study), "--workers", "2", "--no-progress", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    res = _results(tmp_path)
+    assert res["tuner"] == "hyperband" and res["trials_completed"] >= 2
+    assert all("tuner/epochs" in t["hyperparameters"] for t in res["trials"])

@@ -107,3 +107,11 @@ def test_bad_override_syntax_exits_2(tmp_path: Path) -> None:
     path = _write(tmp_path, {"name": "s", "model": "mlp"})
     result = cli("results", "--config", str(path), "--set", "max_trials", timeout=60)
     assert result.returncode == 2 and "expected key=value" in result.stderr
+
+
+def test_changing_the_tuner_type_drops_the_old_tuners_options(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"name": "s", "model": "mlp", "tuner": {"type": "bayesian", "alpha": 0.1}})
+    assert spec.load(path, ["tuner=random"]).tuner.type == "random"
+    hb = spec.load(path, ["tuner.type=hyperband", "tuner.factor=2"]).tuner
+    assert (hb.type, hb.factor) == ("hyperband", 2)
+    assert spec.load(path, ["tuner.beta=3"]).tuner.alpha == 0.1  # same type: options merge
