@@ -93,3 +93,61 @@ def test_hyperband_search_runs_distributed(tmp_path: Path) -> None:
     res = _results(tmp_path)
     assert res["tuner"] == "hyperband" and res["trials_completed"] >= 2
     assert all("tuner/epochs" in t["hyperparameters"] for t in res["trials"])
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_ctrl_c_stops_every_process_and_the_chief_saves_its_state(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tuner_service.chief.ledger import read_snapshot
+
+    study = tiny_study(tmp_path, max_trials=40, epochs=3)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tuner_service",
+            "run",
+            "--config",
+            str(study),
+            "--workers",
+            "2",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    project = tmp_path / "studies" / "tiny"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        snap = read_snapshot(project)
+        if snap and snap["counts"].get("COMPLETED", 0) >= 1:
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("no trial completed in time")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert _processes_mentioning(str(study)) == []
+    snap = read_snapshot(project)
+    assert snap["state"] == "interrupted"
+    assert (project / "oracle.json").exists()
