@@ -231,9 +231,7 @@ def find_chief(
     try:
         services = core.list_namespaced_service(namespace=namespace, label_selector=selector).items
     except Exception as exc:  # noqa: BLE001
-        log.warning(
-            "could not list services in namespace %s: %s", namespace, _api_error(exc)
-        )
+        log.warning("could not list services in namespace %s: %s", namespace, _api_error(exc))
         return None
     if len(services) != 1:
         log.warning(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -73,7 +73,7 @@ def run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess
     return proc
 
 
-@lru_cache(maxsize=None)
+@cache
 def _helm_template(args: tuple[str, ...]) -> str:
     helm = require_tool("helm")
     return run([helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args]).stdout
@@ -98,9 +98,7 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
 
 def job(docs: list[dict], component: str) -> dict:
     [j] = [
-        d
-        for d in by_kind(docs, "Job")
-        if d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        d for d in by_kind(docs, "Job") if d["metadata"]["labels"]["app.kubernetes.io/component"] == component
     ]
     return j
 

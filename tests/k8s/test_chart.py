@@ -134,9 +134,7 @@ def test_gpu_requests_by_default_and_switchable_off():
     [c] = worker["containers"]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert c["resources"]["requests"]["nvidia.com/gpu"] == "1"
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in worker[
-        "tolerations"
-    ]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in worker["tolerations"]
     assert c["image"] == "tuner-service:0.1.0-gpu"
 
     cpu = render(*preset_args("cpu"))
@@ -160,8 +158,13 @@ def test_chief_is_a_restartable_job_with_grpc_probes():
     assert spec["completions"] == 1 and spec["parallelism"] == 1
     assert spec["backoffLimit"] == 6
     rules = spec["podFailurePolicy"]["rules"]
-    assert {"action": "FailJob", "onExitCodes": {"containerName": "chief", "operator": "In", "values": [2]}} in rules
-    assert any(r["action"] == "Ignore" and r["onPodConditions"][0]["type"] == "DisruptionTarget" for r in rules)
+    assert {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "chief", "operator": "In", "values": [2]},
+    } in rules
+    assert any(
+        r["action"] == "Ignore" and r["onPodConditions"][0]["type"] == "DisruptionTarget" for r in rules
+    )
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     [c] = pod["containers"]
@@ -185,7 +188,9 @@ def test_service_targets_the_chief_ports():
     # The worker Job's pods must not match the chief Service.
     worker_labels = job(docs, "worker")["spec"]["template"]["metadata"]["labels"]
     assert not svc["spec"]["selector"].items() <= worker_labels.items()
-    container_ports = {p["name"]: p["containerPort"] for p in chief["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    container_ports = {
+        p["name"]: p["containerPort"] for p in chief["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
     service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
     assert service_ports == {
         "grpc-oracle": (8000, "grpc-oracle"),
@@ -242,9 +247,7 @@ def test_study_configmap_is_the_values_study_plus_ports():
 
 def test_study_directory_outside_the_volume_is_refused():
     helm = require_tool("helm")
-    proc = run(
-        [helm, "template", "x", str(CHART), "--set", "study.directory=/elsewhere"], check=False
-    )
+    proc = run([helm, "template", "x", str(CHART), "--set", "study.directory=/elsewhere"], check=False)
     assert proc.returncode != 0
     assert "study.directory (/elsewhere) must lie under persistence.mountPath (/data)" in proc.stderr
 
@@ -252,7 +255,7 @@ def test_study_directory_outside_the_volume_is_refused():
 def test_existing_claim_preset():
     docs = render(*preset_args("existing-claim"))
     assert not by_kind(docs, "PersistentVolumeClaim")
-    for name, spec in pod_specs(docs):
+    for _name, spec in pod_specs(docs):
         vols = {v["name"]: v for v in spec["volumes"]}
         assert vols["data"]["persistentVolumeClaim"] == {"claimName": "shared-studies"}
         assert vols["keras-home"]["persistentVolumeClaim"] == {
@@ -302,11 +305,15 @@ def test_network_policies():
     ]
     assert set(_rules_by_port(worker)) == {"http-metrics"}
     # Without metrics the workers accept nothing at all.
-    off = {p["metadata"]["name"]: p for p in by_kind(render("--set", "metrics.enabled=false"), "NetworkPolicy")}
+    off = {
+        p["metadata"]["name"]: p for p in by_kind(render("--set", "metrics.enabled=false"), "NetworkPolicy")
+    }
     assert off[f"{FULLNAME}-worker"]["spec"]["ingress"] == []
     assert set(_rules_by_port(off[f"{FULLNAME}-chief"])) == {"grpc-oracle", "grpc-status"}
     # The named ports exist on the containers they protect.
-    chief_ports = {p["name"] for p in job(docs, "chief")["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    chief_ports = {
+        p["name"] for p in job(docs, "chief")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
     assert set(rules) <= chief_ports
 
 
@@ -369,14 +376,12 @@ def test_auth_and_user_code_preset():
 
 def test_notes_tell_how_to_watch_and_fetch_results():
     helm = require_tool("helm")
-    out = run(
-        [helm, "install", "mnist", str(CHART), "--namespace", NAMESPACE, "--dry-run=client"]
-    ).stdout
+    out = run([helm, "install", "mnist", str(CHART), "--namespace", NAMESPACE, "--dry-run=client"]).stdout
     notes = out.split("NOTES:", 1)[1]
     assert "kubectl -n studies logs -f job/mnist-tuner-service-chief" in notes
     assert "port-forward svc/mnist-tuner-service-chief 8001:8001" in notes
     assert "/data/studies/fashion-mnist-mlp/results.json" in notes
-    assert "mnist-tuner-service-client: \"true\"" in notes
+    assert 'mnist-tuner-service-client: "true"' in notes
 
 
 def test_every_value_is_commented():

@@ -123,9 +123,7 @@ def test_in_cluster_without_token_degrades_to_warning(monkeypatch, caplog):
 def _service(name, namespace, ports):
     return client.V1Service(
         metadata=client.V1ObjectMeta(name=name, namespace=namespace),
-        spec=client.V1ServiceSpec(
-            ports=[client.V1ServicePort(name=n, port=p) for n, p in ports.items()]
-        ),
+        spec=client.V1ServiceSpec(ports=[client.V1ServicePort(name=n, port=p) for n, p in ports.items()]),
     )
 
 

@@ -15,7 +15,10 @@ BAD_VALUES = [
     (["--set", "worker.replicas=0"], "at '/worker/replicas': minimum: got 0, want 1"),
     (["--set", "worker.replicas=-3"], "at '/worker/replicas': minimum: got -3, want 1"),
     (["--set-string", "worker.replicas=two"], "at '/worker/replicas': got string, want integer"),
-    (["--set", "study.tuner.type=grid"], "at '/study/tuner/type': value must be one of 'bayesian', 'random', 'hyperband'"),
+    (
+        ["--set", "study.tuner.type=grid"],
+        "at '/study/tuner/type': value must be one of 'bayesian', 'random', 'hyperband'",
+    ),
     (["--set", "study.tuner=null"], "at '/study': missing property 'tuner'"),
     (["--set", "study.model=my model"], "at '/study/model'"),
     (["--set", "study.name=My_Study"], "at '/study/name'"),
@@ -29,13 +32,22 @@ BAD_VALUES = [
     (["--set", "worker.resources.limits.memory=lots"], "at '/worker/resources/limits/memory'"),
     (["--set", "chief.resources.requests.cpu=-1"], "at '/chief/resources/requests/cpu'"),
     (["--set", "worker.resources.limits=null"], "at '/worker/resources': missing property 'limits'"),
-    (["--set", "worker.resources.requests.memory=null"], "at '/worker/resources/requests': missing property 'memory'"),
-    (["--set", "worker.resources.request.cpu=1"], "at '/worker/resources': additional properties 'request' not allowed"),
+    (
+        ["--set", "worker.resources.requests.memory=null"],
+        "at '/worker/resources/requests': missing property 'memory'",
+    ),
+    (
+        ["--set", "worker.resources.request.cpu=1"],
+        "at '/worker/resources': additional properties 'request' not allowed",
+    ),
     (["--set", "worker.gpu.count=0"], "at '/worker/gpu/count': minimum: got 0, want 1"),
     (["--set", "worker.gpu.enabled=yes-please"], "at '/worker/gpu/enabled': got string, want boolean"),
     (["--set", "chief.ports.oracle=70000"], "at '/chief/ports/oracle': maximum: got 70,000, want 65,535"),
     (["--set", "metrics.port=0"], "at '/metrics/port': minimum: got 0, want 1"),
-    (["--set", "image.pullPolicy=Sometimes"], "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"),
+    (
+        ["--set", "image.pullPolicy=Sometimes"],
+        "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'",
+    ),
     (["--set", "image.variant=tpu"], "at '/image/variant': value must be one of '', 'gpu', 'cpu'"),
     (["--set", "image.digest=latest"], "at '/image/digest'"),
     (["--set", "persistence.accessModes[0]=ReadWriteSometimes"], "at '/persistence/accessModes/0'"),
@@ -56,9 +68,15 @@ def test_schema_rejects_bad_values(args, message):
 
 # Rules the JSON schema cannot express are checked by the templates, with the same clarity.
 TEMPLATE_CHECKS = [
-    (["--set", "metrics.port=8000"], "metrics.port must differ from chief.ports.oracle and chief.ports.status"),
+    (
+        ["--set", "metrics.port=8000"],
+        "metrics.port must differ from chief.ports.oracle and chief.ports.status",
+    ),
     (["--set", "chief.ports.status=8000"], "chief.ports.oracle and chief.ports.status must differ"),
-    (["--set", "persistence.mountPath=/mnt"], "study.directory (/data/studies) must lie under persistence.mountPath (/mnt)"),
+    (
+        ["--set", "persistence.mountPath=/mnt"],
+        "study.directory (/data/studies) must lie under persistence.mountPath (/mnt)",
+    ),
 ]
 
 

@@ -92,7 +92,7 @@ class Pod:
     def map_path(self, value: str) -> str:
         for mount_path, folder in self.mounts:
             if value == mount_path or value.startswith(mount_path + "/"):
-                return str(folder) + value[len(mount_path):]
+                return str(folder) + value[len(mount_path) :]
         return value
 
     def map_paths_in_text(self, text: str) -> str:
@@ -139,9 +139,7 @@ class Pod:
         return env
 
     def start(self, shim_dir: Path, host_map: dict[str, str]) -> subprocess.Popen:
-        env = {
-            name: self.map_path(host_map.get(value, value)) for name, value in self.resolved_env().items()
-        }
+        env = {name: self.map_path(host_map.get(value, value)) for name, value in self.resolved_env().items()}
         self.env = env
         base = {"PATH": f"{shim_dir}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
         argv = [*self.container["command"], *(self.map_path(a) for a in self.container["args"])]
@@ -247,7 +245,15 @@ def test_rendered_pods_complete_a_tiny_search(tmp_path, shim_dir):
         folder.mkdir(parents=True, exist_ok=True)
 
     chief_job, worker_job = job(docs, "chief"), job(docs, "worker")
-    pods = [Pod(f"{chief_job['metadata']['name']}-x1", chief_job["spec"]["template"]["spec"], docs, tmp_path, claims)]
+    pods = [
+        Pod(
+            f"{chief_job['metadata']['name']}-x1",
+            chief_job["spec"]["template"]["spec"],
+            docs,
+            tmp_path,
+            claims,
+        )
+    ]
     for index in range(worker_job["spec"]["completions"]):
         pods.append(
             Pod(
