@@ -174,8 +174,14 @@ def test_chief_is_a_restartable_job_with_grpc_probes():
     assert env["KERASTUNER_TUNER_ID"] == "chief"
     assert env["KERASTUNER_ORACLE_IP"] == "0.0.0.0"
     assert env["KERASTUNER_ORACLE_PORT"] == "8000"
+    # Readiness only by default: the chief closes its port before retraining the best model.
+    assert c["readinessProbe"]["grpc"] == {"port": 8000}
+    assert "livenessProbe" not in c and "startupProbe" not in c
+    on = render("--set", "chief.livenessProbe.enabled=true", "--set", "chief.startupProbe.enabled=true")
+    c_on = job(on, "chief")["spec"]["template"]["spec"]["containers"][0]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert c[probe]["grpc"] == {"port": 8000}, probe
+        assert c_on[probe]["grpc"] == {"port": 8000}, probe
+        assert "enabled" not in c_on[probe]
     assert "TUNER_SERVICE_AUTH_TOKEN" not in env  # auth is off by default
 
 

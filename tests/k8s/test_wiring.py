@@ -281,7 +281,7 @@ def test_rendered_pods_complete_a_tiny_search(tmp_path, shim_dir):
     try:
         for pod in pods:  # no start order, as in a cluster: workers back off until the chief is up
             pod.start(shim_dir, host_map)
-        probe = chief.container["startupProbe"]["grpc"]["port"]
+        probe = chief.container["readinessProbe"]["grpc"]["port"]
         deadline = time.monotonic() + SEARCH_TIMEOUT
         health = None
         while time.monotonic() < deadline and chief.proc.poll() is None and health != "SERVING":
