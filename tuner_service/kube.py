@@ -50,11 +50,11 @@ _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/name
 _warned: set[str] = set()
 
 
-def _warn_once(key: str, message: str, *args: Any) -> None:
+def _warn_once(key: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
     """Log a warning once per process and key (a missing cluster is not news twice)."""
     if key not in _warned:
         _warned.add(key)
-        log.warning(message, *args)
+        log.log(level, message, *args)
 
 
 def load_api_client() -> Any | None:
@@ -134,7 +134,8 @@ def publish_event(
     """
     pod_name = pod_name or os.environ.get("POD_NAME")
     if not pod_name:
-        _warn_once("pod", "POD_NAME not set (not in a pod?); Kubernetes events are off")
+        # Outside Kubernetes (a local `tuner-service run`) that is expected, not a problem.
+        _warn_once("pod", "POD_NAME not set (not in a pod); Kubernetes events are off", level=logging.DEBUG)
         return False
     namespace = namespace or current_namespace()
     pod_uid = pod_uid or os.environ.get("POD_UID") or None
