@@ -161,7 +161,8 @@ def e2e_rows(sizes: Sizes, raw_out: dict[str, Any]) -> list[Row]:
     for n in sizes.e2e_workers:
         stock, ours = by[("stock", n)], by[("ours", n)]
         ok = "" if stock.ok and ours.ok else f"FAILED: {stock.error or ours.error}"[:120]
-        goal = f"ideal {ours.ideal:.0f} s + start-up {ours.startup:.1f} s + 1 s: {'met' if ours.within_goal else 'MISSED'}"
+        met = "met" if ours.within_goal else "MISSED"
+        goal = f"ideal {ours.ideal:.0f} s + start-up {ours.startup:.1f} s + 1 s: {met}"
         rows.append(Row(f"e2e wall, {n} worker(s), {label}", stock.wall, ours.wall, note=ok or goal))
         rows.append(
             Row(
@@ -233,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(row.markdown())
     print(
-        "\nstock/ours > 1: ours is faster (times) -- for efficiency and trial counts higher is better, so < 1 favours ours."
+        "\nstock/ours > 1: ours is faster (times); for efficiency and trial counts higher is "
+        "better, so there < 1 favours ours."
     )
     print(f"Total {time.perf_counter() - started:.0f} s.")
     if args.json:
