@@ -58,7 +58,10 @@ def cmd_chief(args: argparse.Namespace) -> int:
     compat.check_version()
     role = Role.from_env(os.environ, chief=True)
     role.export()
-    hypermodel = load_hypermodel(spec.model)
+    from tuner_service import compute
+
+    compute.configure_devices(spec.compute)  # the final retrain trains as the trials did
+    hypermodel = compute.for_study(load_hypermodel(spec.model), spec.compute)
     # The chief builds the same tuner as the workers: keras-tuner declares the search space
     # and, if this storage already holds a search, reloads it (a restarted chief resumes).
     tuner = build_tuner(spec, hypermodel)

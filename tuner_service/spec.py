@@ -59,6 +59,20 @@ class DataSpec(_Strict):
     dataset: Literal["fashion_mnist"] = "fashion_mnist"
     validation_split: float = Field(0.2, gt=0, lt=1, description="share of train held out")
     max_train_samples: int | None = Field(None, ge=10, description="cap for quick runs")
+    pipeline: Literal["auto", "tf.data", "numpy"] = Field(
+        "auto",
+        description="how trials get the data: a tf.data pipeline built once per worker (cached, "
+        "prefetched) or the arrays; auto = tf.data for the seed's models, arrays for user models",
+    )
+
+
+class ComputeSpec(_Strict):
+    """How each worker uses its device (see tuner_service/compute.py)."""
+
+    mixed_precision: bool = Field(False, description="float16 maths (bfloat16 on CPU), float32 weights")
+    jit_compile: bool | Literal["auto"] = Field(
+        "auto", description="XLA-compile train steps; auto = Keras' choice (on for GPUs, off on CPU)"
+    )
 
 
 class StudySpec(_Strict):
@@ -76,6 +90,7 @@ class StudySpec(_Strict):
     max_consecutive_failed_trials: int = Field(3, ge=1)
     seed: int | None = 42
     data: DataSpec = Field(default_factory=DataSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
     directory: str = "runs"
     metrics_port: Port = 9090
     status_port: Port = 8001

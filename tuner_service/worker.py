@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tuner_service import data
+from tuner_service import compute, data
 from tuner_service.client import ServiceOracleClient
 from tuner_service.models import load_hypermodel
 from tuner_service.spec import StudySpec
@@ -95,7 +95,7 @@ class Worker:
 
     def build_tuner(self) -> ServiceTuner:
         self.role.export()
-        hypermodel = load_hypermodel(self.spec.model)
+        hypermodel = compute.for_study(load_hypermodel(self.spec.model), self.spec.compute)
         oracle = build_oracle(self.spec)
         tuner = build_tuner(self.spec, hypermodel, oracle)
         # keras-tuner wrapped the oracle in its stock client; ours backs off and gives up.
@@ -105,16 +105,20 @@ class Worker:
         return tuner
 
     def run(self) -> None:
+        devices = compute.configure_devices(self.spec.compute)  # before any op touches a GPU
         splits = data.load(self.spec.data, self.spec.seed)  # once per process, not per trial
-        log.info("worker %s: data %s", self.role.tuner_id, splits.sizes())
+        log.info("worker %s: data %s, devices %s", self.role.tuner_id, splits.sizes(), devices)
         tuner = self.build_tuner()
+        fit_data: tuple = (splits.x_train, splits.y_train)
+        fit_kwargs: dict = {
+            "validation_data": (splits.x_val, splits.y_val),
+            "batch_size": self.spec.batch_size,
+        }
+        if compute.wants_tf_data(self.spec.data.pipeline, self.spec.is_seed_model):
+            train, val = compute.datasets(
+                *fit_data, *fit_kwargs["validation_data"], self.spec.batch_size, self.spec.seed
+            )
+            fit_data, fit_kwargs = (train,), {"validation_data": val, "shuffle": False}  # it shuffles
         freeze_startup_objects()
-        tuner.search(
-            splits.x_train,
-            splits.y_train,
-            validation_data=(splits.x_val, splits.y_val),
-            epochs=self.spec.epochs,
-            batch_size=self.spec.batch_size,
-            verbose=0,
-        )
+        tuner.search(*fit_data, epochs=self.spec.epochs, verbose=0, **fit_kwargs)
         log.info("worker %s: search over", self.role.tuner_id)
