@@ -5,7 +5,8 @@ Runs, in one go and on the same machine state:
     completed trials and regret, stock BayesianOptimization vs ours;
   * the end-to-end benchmark (``bench.e2e``): wall time, parallel efficiency, chief exit latency
     for 1, 2 and 4 workers on fixed-duration trials;
-  * the load test (``bench.load``): 256 simulated workers against a real chief.
+  * the load test (``bench.load``): 256 simulated workers against a real chief;
+  * the IDLE back-off (``bench.idle``): how often a worker asks while told to wait.
 
 and prints one Markdown table (stock, ours, stock/ours). ``--smoke`` is the CI variant: tiny
 sizes, no oracle benchmark (it has its own smoke), well under a minute on an idle machine.
@@ -33,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from bench import e2e, load
+from bench import e2e, idle, load
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("oracle", "e2e", "load")
+PARTS = ("oracle", "e2e", "load", "idle")
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,11 @@ class Sizes:
     load_cycles: int
     load_think: float
     load_processes: int
+    idle_seconds: float
 
 
-FULL = Sizes((1, 2, 4), 20, 2.0, 256, 3, 5.0, 4)
-SMOKE = Sizes((1,), 3, 0.2, 16, 1, 0.1, 1)
+FULL = Sizes((1, 2, 4), 20, 2.0, 256, 3, 5.0, 4, 2.0)
+SMOKE = Sizes((1,), 3, 0.2, 16, 1, 0.1, 1, 0.5)
 
 
 @dataclass
@@ -209,6 +211,20 @@ def load_rows(sizes: Sizes, raw_out: dict[str, Any]) -> list[Row]:
     ]
 
 
+def idle_rows(sizes: Sizes, raw_out: dict[str, Any]) -> list[Row]:
+    results = {impl: idle.measure(impl, sizes.idle_seconds) for impl in ("stock", "ours")}
+    raw_out["idle"] = {k: vars(v) for k, v in results.items()}
+    return [
+        Row(
+            f"CreateTrial calls while told IDLE for {sizes.idle_seconds:g} s",
+            float(results["stock"].create_calls),
+            float(results["ours"].create_calls),
+            "",
+            note="stock re-asks at once (busy loop); ours backs off 0.05 s doubling to 2 s",
+        )
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="CI: tiny sizes, no oracle benchmark")
@@ -226,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += e2e_rows(sizes, raw)
     if "load" not in args.skip:
         rows += load_rows(sizes, raw)
+    if "idle" not in args.skip:
+        rows += idle_rows(sizes, raw)
     print(f"# tuner-service vs stock keras-tuner{' (smoke)' if args.smoke else ''}\n")
     print(f"Machine: {facts}")
     print(f"Command: python -m bench {' '.join(argv if argv is not None else sys.argv[1:])}\n")

@@ -63,6 +63,12 @@ class E2EResult:
         return self.ideal / self.wall if self.wall > 0 else 0.0
 
     @property
+    def efficiency_after_startup(self) -> float:
+        """Efficiency once every process is up: ideal / (wall - start-up)."""
+        busy = self.wall - self.startup
+        return self.ideal / busy if busy > 0 else 0.0
+
+    @property
     def exit_latency(self) -> float:
         return self.chief_exit - self.last_trial_end
 
@@ -76,6 +82,7 @@ class E2EResult:
             **asdict(self),
             "ideal": self.ideal,
             "efficiency": self.efficiency,
+            "efficiency_after_startup": self.efficiency_after_startup,
             "exit_latency": self.exit_latency,
             "within_goal": self.within_goal,
         }
