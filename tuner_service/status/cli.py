@@ -1,0 +1,194 @@
+"""`tuner-service status`: a search's live state from the chief's status API.
+
+With ``--config`` the chief is found through the study's ``endpoints.json`` (written by the
+running chief), else on ``127.0.0.1:<status_port>``; when no chief answers, the saved ledger
+(``service_state.json``) is shown instead, so the command also works after the search.
+``--chief host:port`` asks that chief only. ``--watch`` redraws on every event the chief streams
+(no polling) and returns when the search ends; ``--json`` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from tuner_service.chief.ledger import STATE_FILE, read_snapshot
+from tuner_service.status import endpoints
+from tuner_service.status._generated import status_pb2 as pb
+from tuner_service.status.client import StatusClient, StatusUnavailable
+from tuner_service.status.servicer import FINAL_STATES, status_message, trials_message
+
+REDRAW_EVERY = 0.5  # seconds: at most this often while events pour in
+
+
+@dataclass
+class View:
+    status: pb.SearchStatus
+    trials: list[pb.Trial]
+    source: str  # "chief host:port" or the saved state's path
+
+    def to_json(self) -> dict[str, Any]:
+        def as_dict(msg: Any) -> dict[str, Any]:
+            return MessageToDict(
+                msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+
+        return {
+            "source": self.source,
+            "status": as_dict(self.status),
+            "trials": [as_dict(t) for t in self.trials],
+        }
+
+
+class Source:
+    """A live chief, or (``saved``) the ledger a chief saved in the study directory."""
+
+    def __init__(self, address: str | None, saved: Path | None, objective: str = ""):
+        self.address, self.saved, self.objective = address, saved, objective
+        self.client = StatusClient(address) if address else None
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def fetch(self, history: bool) -> View:
+        errors = []
+        if self.client is not None:
+            try:
+                status = self.client.status()
+                return View(status, self.client.trials(history=history), f"chief {self.address}")
+            except StatusUnavailable as err:
+                errors.append(str(err))
+        snap = read_snapshot(self.saved.parent) if self.saved else None
+        if snap is None:
+            where = f"; no saved state at {self.saved}" if self.saved else ""
+            raise StatusUnavailable("; ".join(errors) + where)
+        status = status_message(snap, objective=self.objective)
+        return View(status, list(trials_message(snap, history=history).trials), str(self.saved))
+
+
+def source_for(config_dir: Path | None, chief: str | None, status_port: int, objective: str) -> Source:
+    if chief:
+        return Source(chief, None)
+    assert config_dir is not None
+    address = endpoints.read(config_dir).get("status") or (
+        f"127.0.0.1:{status_port}" if status_port else None
+    )
+    return Source(address, config_dir / STATE_FILE, objective)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def summary(s: pb.SearchStatus) -> str:
+    done = s.counts.get("COMPLETED", 0)
+    budget = str(s.max_trials) if s.max_trials else "?"
+    best = f"{_num(s.best.score)} (trial {s.best.trial_id})" if s.HasField("best") else "-"
+    others = ", ".join(f"{n} {k.lower()}" for k, n in sorted(s.counts.items()) if k != "COMPLETED" and n)
+    return (
+        f"study {s.study}: {s.state}, trials {done}/{budget} completed"
+        f"{' (' + others + ')' if others else ''}; best {s.objective or 'objective'} {best}"
+    )
+
+
+def render(view: View, now: float | None = None) -> Group:
+    now = time.time() if now is None else now
+    s = view.status
+    head = Table(title=summary(s), title_justify="left", caption=view.source, caption_justify="left")
+    for col in ("worker", "state", "trial", "completed", "seen"):
+        head.add_column(col)
+    for w in s.workers:
+        head.add_row(
+            w.tuner_id, w.state, w.trial_id or "-", str(w.trials_completed), f"{now - w.last_seen:.0f}s ago"
+        )
+    trials = Table(title="trials", title_justify="left")
+    for col in ("trial", "status", "worker", "epochs", "score", "seconds", "attempts"):
+        trials.add_column(col)
+    for t in view.trials:
+        seconds = t.duration_seconds if t.HasField("duration_seconds") else now - t.started_at
+        trials.add_row(
+            t.trial_id,
+            t.status,
+            t.tuner_id or "-",
+            str(t.epochs),
+            _num(t.score if t.HasField("score") else None),
+            f"{seconds:.1f}",
+            str(t.attempts),
+        )
+    return Group(head, trials)
+
+
+# -- the command -------------------------------------------------------------------------------
+def show(source: Source, *, as_json: bool, out: Callable[[str], None] = print) -> View:
+    view = source.fetch(history=as_json)
+    if as_json:
+        out(json.dumps(view.to_json(), indent=2))
+    else:
+        Console().print(render(view))
+    return view
+
+
+def watch(source: Source, *, as_json: bool) -> View:
+    """Redraw on each streamed event (throttled); return the last view when the search ends."""
+    console = Console()
+    live = Live(console=console, refresh_per_second=4) if console.is_terminal and not as_json else None
+    last_line = ""
+
+    def draw(view: View) -> None:
+        nonlocal last_line
+        if as_json:
+            print(json.dumps(view.to_json()), flush=True)
+        elif live is not None:
+            live.update(render(view))
+        else:  # not a terminal: one line per change
+            line = summary(view.status)
+            if line != last_line:
+                print(line, flush=True)
+                last_line = line
+
+    view = source.fetch(history=as_json)
+    if live is not None:
+        live.start()
+    try:
+        draw(view)
+        if source.client is None or view.status.state in FINAL_STATES:
+            return view
+        drawn = time.monotonic()
+        try:
+            for event in source.client.events():
+                final = event.kind == pb.Event.SEARCH_STATE and event.state in FINAL_STATES
+                if final or time.monotonic() - drawn >= REDRAW_EVERY:
+                    view = source.fetch(history=as_json)
+                    draw(view)
+                    drawn = time.monotonic()
+        except StatusUnavailable:
+            pass  # the chief went away: show what it left behind, if anything
+        view = source.fetch(history=as_json)
+        draw(view)
+        return view
+    finally:
+        if live is not None:
+            live.stop()
+
+
+def main(source: Source, *, as_json: bool, follow: bool) -> int:
+    try:
+        watch(source, as_json=as_json) if follow else show(source, as_json=as_json)
+    except StatusUnavailable as err:
+        print(f"tuner-service status: {err}", file=sys.stderr)
+        return 1
+    finally:
+        source.close()
+    return 0
