@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -21,7 +22,7 @@ from tuner_service import spec as spec_module
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 METRICS_PORT_ENV = "TUNER_SERVICE_METRICS_PORT"
 STATUS_PORT_ENV = "TUNER_SERVICE_STATUS_PORT"
-# Seconds the chief keeps serving /metrics after the search, so a last scrape sees final values.
+# Seconds a chief or worker keeps serving /metrics after its work, so a last scrape sees final values.
 METRICS_LINGER_ENV = "TUNER_SERVICE_METRICS_LINGER"
 
 
@@ -80,7 +81,7 @@ def _serve_chief_observability(spec: spec_module.StudySpec, chief: Any, host: st
                 model=spec.model,
             ).attach(chief.servicer)
             server = serve(metrics.registry, metrics_port, host)
-            stack.callback(server.close, linger)
+            stack.callback(server.close)
             bound["metrics_port"] = server.port
         if status_port:
             status = make_status_server(
@@ -91,6 +92,8 @@ def _serve_chief_observability(spec: spec_module.StudySpec, chief: Any, host: st
     except OSError as err:
         raise UsageError(f"cannot serve metrics or status on {host} ({err})") from None
     endpoints.write(spec.project_dir, host, **bound)
+    if linger and metrics_port:
+        stack.callback(time.sleep, linger)  # runs first on exit: both servers still answer
 
 
 # -- subcommands -----------------------------------------------------------------------------
@@ -152,8 +155,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
             serve(metrics.registry, metrics_port)
         except OSError as err:
             raise UsageError(f"{METRICS_PORT_ENV}={metrics_port}: cannot serve metrics ({err})") from None
+    linger = _env_seconds(METRICS_LINGER_ENV, 0.0) if metrics else 0.0
     try:
         Worker(spec, role, chief_deadline=args.chief_deadline, metrics=metrics).run()
+        time.sleep(linger)  # a last scrape sees the last epoch
     except ChiefUnreachable as err:
         print(f"worker {role.tuner_id}: giving up: {err}", file=sys.stderr)
         return EXIT_FAILED

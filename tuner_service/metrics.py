@@ -419,10 +419,7 @@ class MetricsServer:
         self._server, self._thread = server, thread
         self.port = int(server.server_address[1])
 
-    def close(self, linger: float = 0.0) -> None:
-        """Keep serving ``linger`` more seconds (a last scrape sees the final values), then stop."""
-        if linger > 0:
-            time.sleep(linger)
+    def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
 
