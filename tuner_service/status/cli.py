@@ -114,7 +114,7 @@ def render(view: View, now: float | None = None) -> Group:
             w.tuner_id, w.state, w.trial_id or "-", str(w.trials_completed), f"{now - w.last_seen:.0f}s ago"
         )
     trials = Table(title="trials", title_justify="left")
-    for col in ("trial", "status", "worker", "epochs", "score", "seconds", "attempts"):
+    for col in ("trial", "status", "worker", "reported epochs", "score", "seconds", "attempts"):
         trials.add_column(col)
     for t in view.trials:
         seconds = t.duration_seconds if t.HasField("duration_seconds") else now - t.started_at
