@@ -238,11 +238,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tuner_service.status import cli as status_cli
 
     if args.chief:
-        source = status_cli.source_for(None, args.chief, 0, "")
+        source = status_cli.source_for_chief(args.chief)
     else:
         spec = _load_spec(args)
         port = _env_port(STATUS_PORT_ENV, spec.status_port)
-        source = status_cli.source_for(spec.project_dir, None, port, spec.objective)
+        source = status_cli.source_for_study(spec.project_dir, spec.name, port, spec.objective)
     return status_cli.main(source, as_json=args.json, follow=args.watch)
 
 

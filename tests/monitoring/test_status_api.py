@@ -13,6 +13,7 @@ from conftest import REPO, cli, tiny_study  # tests/conftest.py
 
 from tuner_service.chief.ledger import STATE_FILE, Event, Ledger
 from tuner_service.local import free_port
+from tuner_service.status import endpoints
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status.client import StatusClient, StatusUnavailable
 from tuner_service.status.server import StatusServer, make_status_server
@@ -169,11 +170,11 @@ def test_status_cli_watch_follows_until_the_search_ends(ledger: Ledger, server: 
     assert lines[-1].startswith("study demo: finished, trials 1/4 completed")
 
 
-def test_status_cli_falls_back_to_the_saved_state(tmp_path: Path) -> None:
-
+def test_status_cli_falls_back_to_the_saved_state(tmp_path: Path, server: StatusServer) -> None:
+    # endpoints.json left by an earlier chief names a port where another study's chief answers now
     study = tiny_study(tmp_path, status_port=free_port())
     project = tmp_path / "studies" / "tiny"
-    project.mkdir(parents=True)
+    endpoints.write(project, "0.0.0.0", status_port=server.port)
     ledger = Ledger("tiny", max_trials=2, path=project / STATE_FILE)
     ledger.trial_started("worker-0", "0")
     ledger.trial_ended("0", "COMPLETED", 0.5, BETTER)
@@ -182,7 +183,20 @@ def test_status_cli_falls_back_to_the_saved_state(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["source"].endswith(STATE_FILE)
+    assert out["status"]["study"] == "tiny"
     assert out["status"]["state"] == "finished" and out["status"]["counts"] == {"COMPLETED": 1}
+
+
+def test_status_cli_finds_the_chief_through_endpoints_json(tmp_path: Path, ledger: Ledger) -> None:
+    study = tiny_study(tmp_path, name="demo", status_port=free_port())
+    server = make_status_server(ledger, "127.0.0.1:0").start()
+    try:
+        endpoints.write(tmp_path / "studies" / "demo", "0.0.0.0", status_port=server.port)
+        result = cli("status", "--config", str(study), "--json", timeout=60)
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["source"] == f"chief 127.0.0.1:{server.port}"
 
 
 @pytest.mark.parametrize(

@@ -51,10 +51,14 @@ class View:
 
 
 class Source:
-    """A live chief, or (``saved``) the ledger a chief saved in the study directory."""
+    """A live chief, or (``saved``) the ledger a chief saved in the study directory.
 
-    def __init__(self, address: str | None, saved: Path | None, objective: str = ""):
-        self.address, self.saved, self.objective = address, saved, objective
+    ``study``, when known, guards against a stale ``endpoints.json`` whose port another search's
+    chief now uses: its answer is ignored and the saved state is shown instead.
+    """
+
+    def __init__(self, address: str | None, saved: Path | None, objective: str = "", study: str = ""):
+        self.address, self.saved, self.objective, self.study = address, saved, objective, study
         self.client = StatusClient(address) if address else None
 
     def close(self) -> None:
@@ -66,6 +70,8 @@ class Source:
         if self.client is not None:
             try:
                 status = self.client.status()
+                if self.study and status.study != self.study:
+                    raise StatusUnavailable(f"the chief at {self.address} serves study {status.study!r}")
                 return View(status, self.client.trials(history=history), f"chief {self.address}")
             except StatusUnavailable as err:
                 errors.append(str(err))
@@ -77,14 +83,16 @@ class Source:
         return View(status, list(trials_message(snap, history=history).trials), str(self.saved))
 
 
-def source_for(config_dir: Path | None, chief: str | None, status_port: int, objective: str) -> Source:
-    if chief:
-        return Source(chief, None)
-    assert config_dir is not None
-    address = endpoints.read(config_dir).get("status") or (
+def source_for_chief(address: str) -> Source:
+    return Source(address, None)
+
+
+def source_for_study(project_dir: Path, study: str, status_port: int, objective: str) -> Source:
+    """The chief that ``endpoints.json`` names, else ``127.0.0.1:<status_port>``; then the saved state."""
+    address = endpoints.read(project_dir).get("status") or (
         f"127.0.0.1:{status_port}" if status_port else None
     )
-    return Source(address, config_dir / STATE_FILE, objective)
+    return Source(address, project_dir / STATE_FILE, objective, study)
 
 
 # -- rendering ---------------------------------------------------------------------------------
