@@ -59,15 +59,24 @@ def _env_seconds(name: str, default: float) -> float:
     return value
 
 
-def _serve_chief_observability(spec: spec_module.StudySpec, chief: Any, host: str, stack: ExitStack) -> None:
+def _chief_ports(spec: spec_module.StudySpec) -> tuple[int, int, float]:
+    """(metrics port, status port, linger seconds): the study's, overridden by the environment."""
+    return (
+        _env_port(METRICS_PORT_ENV, spec.metrics_port),
+        _env_port(STATUS_PORT_ENV, spec.status_port),
+        _env_seconds(METRICS_LINGER_ENV, 0.0),
+    )
+
+
+def _serve_chief_observability(
+    spec: spec_module.StudySpec, chief: Any, host: str, ports: tuple[int, int, float], stack: ExitStack
+) -> None:
     """Start the chief's /metrics and status servers (port 0 = off); stop them when ``stack`` closes."""
     from tuner_service.metrics import ChiefMetrics, serve
     from tuner_service.status import endpoints
     from tuner_service.status.server import make_status_server
 
-    metrics_port = _env_port(METRICS_PORT_ENV, spec.metrics_port)
-    status_port = _env_port(STATUS_PORT_ENV, spec.status_port)
-    linger = _env_seconds(METRICS_LINGER_ENV, 0.0)
+    metrics_port, status_port, linger = ports
     oracle = chief.oracle
     direction = oracle.objective.direction
     bound = {"metrics_port": 0, "status_port": 0}
@@ -99,6 +108,7 @@ def _serve_chief_observability(spec: spec_module.StudySpec, chief: Any, host: st
 # -- subcommands -----------------------------------------------------------------------------
 def cmd_chief(args: argparse.Namespace) -> int:
     spec = _load_spec(args)
+    ports = _chief_ports(spec)  # bad settings fail before TensorFlow loads
     _quiet_tensorflow()
     from tuner_service import compat
     from tuner_service.chief.chief import Chief
@@ -116,7 +126,7 @@ def cmd_chief(args: argparse.Namespace) -> int:
     tuner.save()
     chief = Chief(spec, tuner.oracle, address=role.address)
     with ExitStack() as stack:  # metrics and status stay up until the chief exits
-        _serve_chief_observability(spec, chief, role.oracle_ip, stack)
+        _serve_chief_observability(spec, chief, role.oracle_ip, ports, stack)
         return _serve_chief(spec, chief, tuner)
 
 
@@ -138,6 +148,8 @@ def _serve_chief(spec: spec_module.StudySpec, chief: Any, tuner: Any) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     spec = _load_spec(args)
+    metrics_port = _env_port(METRICS_PORT_ENV, 0)  # pods and `run` set it; off by default
+    linger = _env_seconds(METRICS_LINGER_ENV, 0.0) if metrics_port else 0.0
     _quiet_tensorflow()
     from tuner_service import compat
     from tuner_service.client import ChiefUnreachable, SearchFailed
@@ -146,7 +158,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     compat.check_version()
     role = Role.from_env(os.environ, chief=False)
     metrics = None
-    metrics_port = _env_port(METRICS_PORT_ENV, 0)  # pods and `run` set it; off by default
     if metrics_port:
         from tuner_service.metrics import WorkerMetrics, serve
 
@@ -155,7 +166,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
             serve(metrics.registry, metrics_port)
         except OSError as err:
             raise UsageError(f"{METRICS_PORT_ENV}={metrics_port}: cannot serve metrics ({err})") from None
-    linger = _env_seconds(METRICS_LINGER_ENV, 0.0) if metrics else 0.0
     try:
         Worker(spec, role, chief_deadline=args.chief_deadline, metrics=metrics).run()
         time.sleep(linger)  # a last scrape sees the last epoch
@@ -178,6 +188,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = LocalRun(spec, args.config, args.set, workers=args.workers)
     print(f"study {spec.name!r}: chief + {args.workers} workers, logs in {run.log_dir}")
     run.start()
+    if run.metrics_port:
+        print(f"metrics: http://{run.host}:{run.metrics_port}/metrics")
+    if spec.status_port:
+        print(f"watch it: tuner-service status --config {args.config} --watch")
     progress = Progress(spec, enabled=not args.no_progress)
     try:
         with progress:
@@ -238,12 +252,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tuner_service.status import cli as status_cli
 
     if args.chief:
-        source = status_cli.source_for_chief(args.chief)
+        source = status_cli.Source.for_chief(args.chief)
     else:
         spec = _load_spec(args)
         port = _env_port(STATUS_PORT_ENV, spec.status_port)
-        source = status_cli.source_for_study(spec.project_dir, spec.name, port, spec.objective)
-    return status_cli.main(source, as_json=args.json, follow=args.watch)
+        source = status_cli.Source.for_study(spec.project_dir, spec.name, port, spec.objective)
+    return status_cli.main(source, as_json=args.json, follow=args.watch, wait=args.wait)
 
 
 # -- parser ----------------------------------------------------------------------------------
@@ -297,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     _study_args(p, required=False)
     p.add_argument("--chief", metavar="HOST:PORT", help="the chief's status address (instead of --config)")
     p.add_argument("--watch", action="store_true", help="redraw on every event until the search ends")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --watch: how long to wait for a chief that is still starting (default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output (JSON lines with --watch)")
     p.set_defaults(func=cmd_status)
     return parser

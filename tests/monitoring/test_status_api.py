@@ -211,3 +211,36 @@ def test_status_cli_errors_are_one_line(args: tuple[str, ...], code: int, messag
     result = cli("status", *args, timeout=60)
     assert result.returncode == code
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_watch_waits_for_a_chief_that_is_still_starting(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    study = tiny_study(tmp_path, status_port=free_port())  # nobody listens there
+    project = tmp_path / "studies" / "tiny"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuner_service", "status", "--config", str(study), "--watch", "--wait", "30"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)  # the CLI is waiting now; the chief comes up and writes endpoints.json
+    ledger = Ledger("tiny", max_trials=1, path=project / STATE_FILE)
+    project.mkdir(parents=True)
+    server = make_status_server(ledger, "127.0.0.1:0").start()
+    try:
+        endpoints.write(project, "127.0.0.1", status_port=server.port)
+        deadline = time.monotonic() + 30
+        while not server.hub._queues and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ledger.trial_started("worker-0", "0")
+        ledger.trial_ended("0", "COMPLETED", 0.5, BETTER)
+        ledger.set_state("finished")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        server.close()
+    assert proc.returncode == 0, err
+    assert "waiting up to 30s for the chief" in err
+    assert out.strip().splitlines()[-1].startswith("study tiny: finished, trials 1/1 completed")

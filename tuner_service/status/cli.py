@@ -29,6 +29,7 @@ from tuner_service.status.client import StatusClient, StatusUnavailable
 from tuner_service.status.servicer import FINAL_STATES, status_message, trials_message
 
 REDRAW_EVERY = 0.5  # seconds: at most this often while events pour in
+WAIT_FOR_CHIEF = 60.0  # seconds `--watch` gives a chief that is still starting
 
 
 @dataclass
@@ -51,48 +52,103 @@ class View:
 
 
 class Source:
-    """A live chief, or (``saved``) the ledger a chief saved in the study directory.
+    """A live chief, and (for a study) the ledger its chief saved in the study directory.
 
     ``study``, when known, guards against a stale ``endpoints.json`` whose port another search's
     chief now uses: its answer is ignored and the saved state is shown instead.
     """
 
-    def __init__(self, address: str | None, saved: Path | None, objective: str = "", study: str = ""):
-        self.address, self.saved, self.objective, self.study = address, saved, objective, study
+    def __init__(
+        self,
+        address: str | None,
+        project_dir: Path | None = None,
+        *,
+        study: str = "",
+        objective: str = "",
+        status_port: int = 0,
+    ):
+        self.project_dir, self.study, self.objective, self.status_port = (
+            project_dir,
+            study,
+            objective,
+            status_port,
+        )
+        self.address = address
         self.client = StatusClient(address) if address else None
+
+    @classmethod
+    def for_chief(cls, address: str) -> Source:
+        return cls(address)
+
+    @classmethod
+    def for_study(cls, project_dir: Path, study: str, status_port: int, objective: str) -> Source:
+        """The chief ``endpoints.json`` names, else ``127.0.0.1:<status_port>``; then the saved state."""
+        source = cls(None, project_dir, study=study, objective=objective, status_port=status_port)
+        source.reconnect()
+        return source
+
+    def reconnect(self) -> None:
+        """Look again where the study's chief listens (it writes endpoints.json once it serves)."""
+        if self.project_dir is None:
+            return
+        address = endpoints.read(self.project_dir).get("status") or (
+            f"127.0.0.1:{self.status_port}" if self.status_port else None
+        )
+        if address != self.address:
+            self.close()
+            self.address = address
+            self.client = StatusClient(address) if address else None
 
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
 
-    def fetch(self, history: bool) -> View:
-        errors = []
-        if self.client is not None:
-            try:
-                status = self.client.status()
-                if self.study and status.study != self.study:
-                    raise StatusUnavailable(f"the chief at {self.address} serves study {status.study!r}")
-                return View(status, self.client.trials(history=history), f"chief {self.address}")
-            except StatusUnavailable as err:
-                errors.append(str(err))
-        snap = read_snapshot(self.saved.parent) if self.saved else None
+    def live(self, history: bool) -> View:
+        if self.client is None:
+            raise StatusUnavailable("no status address (status_port is 0)")
+        status = self.client.status()
+        if self.study and status.study != self.study:
+            raise StatusUnavailable(f"the chief at {self.address} serves study {status.study!r}")
+        return View(status, self.client.trials(history=history), f"chief {self.address}")
+
+    def saved(self, history: bool) -> View | None:
+        snap = read_snapshot(self.project_dir) if self.project_dir else None
         if snap is None:
-            where = f"; no saved state at {self.saved}" if self.saved else ""
-            raise StatusUnavailable("; ".join(errors) + where)
+            return None
         status = status_message(snap, objective=self.objective)
-        return View(status, list(trials_message(snap, history=history).trials), str(self.saved))
+        trials = list(trials_message(snap, history=history).trials)
+        return View(status, trials, str(self.project_dir / STATE_FILE))
 
+    def fetch(self, history: bool) -> View:
+        """The live chief's answer, else the saved state, else StatusUnavailable."""
+        try:
+            return self.live(history)
+        except StatusUnavailable as err:
+            view = self.saved(history)
+            if view is None:
+                where = f"; no saved state in {self.project_dir}" if self.project_dir else ""
+                raise StatusUnavailable(f"{err}{where}") from None
+            return view
 
-def source_for_chief(address: str) -> Source:
-    return Source(address, None)
-
-
-def source_for_study(project_dir: Path, study: str, status_port: int, objective: str) -> Source:
-    """The chief that ``endpoints.json`` names, else ``127.0.0.1:<status_port>``; then the saved state."""
-    address = endpoints.read(project_dir).get("status") or (
-        f"127.0.0.1:{status_port}" if status_port else None
-    )
-    return Source(address, project_dir / STATE_FILE, objective, study)
+    def wait_live(self, history: bool, wait: float) -> View:
+        """Like :meth:`fetch`, but give a starting chief up to ``wait`` seconds to answer, unless
+        the saved state says the search is over already."""
+        deadline = time.monotonic() + wait
+        delay = 0.2
+        told = False
+        while True:
+            try:
+                return self.live(history)
+            except StatusUnavailable:
+                view = self.saved(history)
+                if (view is not None and view.status.state in FINAL_STATES) or time.monotonic() > deadline:
+                    return self.fetch(history)
+            if not told:
+                print(f"waiting up to {wait:.0f}s for the chief...", file=sys.stderr, flush=True)
+                told = True
+            time.sleep(delay)  # a chief starting up (TensorFlow loads first): back off, then look again
+            delay = min(delay * 2, 2.0)
+            self.reconnect()
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -148,7 +204,7 @@ def show(source: Source, *, as_json: bool, out: Callable[[str], None] = print) -
     return view
 
 
-def watch(source: Source, *, as_json: bool) -> View:
+def watch(source: Source, *, as_json: bool, wait: float = WAIT_FOR_CHIEF) -> View:
     """Redraw on each streamed event (throttled); return the last view when the search ends."""
     console = Console()
     live = Live(console=console, refresh_per_second=4) if console.is_terminal and not as_json else None
@@ -166,12 +222,12 @@ def watch(source: Source, *, as_json: bool) -> View:
                 print(line, flush=True)
                 last_line = line
 
-    view = source.fetch(history=as_json)
+    view = source.wait_live(history=as_json, wait=wait)
     if live is not None:
         live.start()
     try:
         draw(view)
-        if source.client is None or view.status.state in FINAL_STATES:
+        if not view.source.startswith("chief ") or view.status.state in FINAL_STATES:
             return view
         drawn = time.monotonic()
         try:
@@ -191,9 +247,9 @@ def watch(source: Source, *, as_json: bool) -> View:
             live.stop()
 
 
-def main(source: Source, *, as_json: bool, follow: bool) -> int:
+def main(source: Source, *, as_json: bool, follow: bool, wait: float = WAIT_FOR_CHIEF) -> int:
     try:
-        watch(source, as_json=as_json) if follow else show(source, as_json=as_json)
+        watch(source, as_json=as_json, wait=wait) if follow else show(source, as_json=as_json)
     except StatusUnavailable as err:
         print(f"tuner-service status: {err}", file=sys.stderr)
         return 1
