@@ -1,20 +1,60 @@
-# tuner-service developer targets (observability part; the lead merges the other parts' targets).
-PYTHON ?= python
+# tuner-service — developer and user entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Offline machines use the Fashion-MNIST sample beside the repo; elsewhere Keras downloads it.
+SHARED_KERAS := $(abspath ../shared/data/keras)
+export KERAS_HOME ?= $(if $(wildcard $(SHARED_KERAS)/datasets),$(SHARED_KERAS),$(HOME)/.keras)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: proto dashboard monitoring-tools test-monitoring
+STUDY ?= examples/mlp-quick.yaml
+WORKERS ?= 2
 
-## Regenerate the status API's Python code from proto/status.proto (grpcio-tools).
-proto:
-	$(PYTHON) tools/gen_proto.py
+.PHONY: help install venv run test test-fast lint format clean proto dashboard monitoring-tools test-monitoring
 
-## Regenerate k8s/tuner-service/files/dashboard.json from tools/dashboard.py.
-dashboard:
-	$(PYTHON) tools/dashboard.py
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-## Install prometheus and promtool (Debian package) for the monitoring tests.
-monitoring-tools:
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv and install the package with test tools
+
+install: ## pip install . into the current environment (gives the `tuner-service` command)
+	$(PYTHON) -m pip install .
+
+run: venv ## a small local distributed search: chief + 2 workers, the seed's MLP space
+	$(PY) -m tuner_service run --config $(STUDY) --workers $(WORKERS)
+
+test: venv ## the whole test suite (unit + end-to-end)
+	$(PY) -m pytest
+
+test-fast: venv ## unit tests only (no end-to-end processes)
+	$(PY) -m pytest -m "not e2e"
+
+lint: venv ## ruff lint + format check
+	$(PY) -m ruff check tuner_service tests
+	$(PY) -m ruff format --check tuner_service tests
+
+format: venv
+	$(PY) -m ruff format tuner_service tests
+	$(PY) -m ruff check --fix tuner_service tests
+
+proto: venv ## regenerate the status API's code (tuner_service/status/_generated) from proto/status.proto
+	$(PY) tools/gen_proto.py
+
+dashboard: venv ## regenerate k8s/tuner-service/files/dashboard.json from tools/dashboard.py
+	$(PY) tools/dashboard.py
+
+monitoring-tools: ## install prometheus + promtool (Debian package) for the monitoring tests
 	bash scripts/ci-monitoring.sh
 
-## Monitoring tests: metrics, status API, rules (promtool), and a real Prometheus on a real search.
-test-monitoring:
-	$(PYTHON) -m pytest -q tests/monitoring
+test-monitoring: venv ## metrics, status API, alert rules (promtool) and a real Prometheus on a real search
+	$(PY) -m pytest -q tests/monitoring
+
+clean: ## remove local search output
+	rm -rf runs
