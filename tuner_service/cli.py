@@ -74,6 +74,7 @@ def _serve_chief_observability(
     """Start the chief's /metrics and status servers (port 0 = off); stop them when ``stack`` closes."""
     from tuner_service.metrics import ChiefMetrics, serve
     from tuner_service.status import endpoints
+    from tuner_service.status.history import HISTORY_FILE
     from tuner_service.status.server import make_status_server
 
     metrics_port, status_port, linger = ports
@@ -94,7 +95,11 @@ def _serve_chief_observability(
             bound["metrics_port"] = server.port
         if status_port:
             status = make_status_server(
-                chief.ledger, f"{host}:{status_port}", objective=spec.objective, direction=direction
+                chief.ledger,
+                f"{host}:{status_port}",
+                objective=spec.objective,
+                direction=direction,
+                history_path=spec.project_dir / HISTORY_FILE,
             ).start()
             stack.callback(status.close)
             bound["status_port"] = status.port

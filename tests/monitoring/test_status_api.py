@@ -16,6 +16,7 @@ from tuner_service.local import free_port
 from tuner_service.status import endpoints
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status.client import StatusClient, StatusUnavailable
+from tuner_service.status.history import HISTORY_FILE, TrialHistory
 from tuner_service.status.server import StatusServer, make_status_server
 
 BETTER = lambda a, b: a > b  # noqa: E731
@@ -27,8 +28,10 @@ def ledger(tmp_path: Path) -> Ledger:
 
 
 @pytest.fixture
-def server(ledger: Ledger) -> Iterator[StatusServer]:
-    server = make_status_server(ledger, "127.0.0.1:0", objective="val_accuracy", direction="max").start()
+def server(ledger: Ledger, tmp_path: Path) -> Iterator[StatusServer]:
+    server = make_status_server(
+        ledger, "127.0.0.1:0", objective="val_accuracy", direction="max", history_path=tmp_path / HISTORY_FILE
+    ).start()
     yield server
     server.close()
 
@@ -61,6 +64,20 @@ def test_status_and_trials_reflect_the_ledger(ledger: Ledger, server: StatusServ
     assert done.history[1].metrics["loss"] == pytest.approx(0.9)
     assert done.HasField("duration_seconds") and not trials["01"].HasField("score")
     assert [t.trial_id for t in running] == ["01"] and not running[0].history
+
+
+def test_history_survives_a_chief_restart_and_a_torn_line(ledger: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / HISTORY_FILE
+    history = TrialHistory(path).attach(ledger)
+    ledger.trial_started("worker-0", "00")
+    ledger.trial_reported("00", 0, {"loss": 1.0})
+    ledger.trial_reported("00", 1, {"loss": 0.5})
+    ledger.trial_reported("00", 1, {"loss": 0.5})  # the best step again, at the trial's end
+    with path.open("a") as f:
+        f.write('{"trial_id": "00", "st')  # a chief killed mid-write
+    restarted = TrialHistory(path)
+    assert [p["step"] for p in restarted.get("00")] == [0, 1] == [p["step"] for p in history.get("00")]
+    assert restarted.get("00")[1]["metrics"] == {"loss": 0.5}
 
 
 def test_event_stream_carries_trial_events_and_ends_with_the_search(
@@ -176,13 +193,16 @@ def test_status_cli_falls_back_to_the_saved_state(tmp_path: Path, server: Status
     project = tmp_path / "studies" / "tiny"
     endpoints.write(project, "0.0.0.0", status_port=server.port)
     ledger = Ledger("tiny", max_trials=2, path=project / STATE_FILE)
+    TrialHistory(project / HISTORY_FILE).attach(ledger)
     ledger.trial_started("worker-0", "0")
+    ledger.trial_reported("0", 0, {"val_accuracy": 0.5})
     ledger.trial_ended("0", "COMPLETED", 0.5, BETTER)
     ledger.set_state("finished")
     result = cli("status", "--config", str(study), "--json", timeout=60)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["source"].endswith(STATE_FILE)
+    assert out["trials"][0]["history"][0]["metrics"] == {"val_accuracy": 0.5}
     assert out["status"]["study"] == "tiny"
     assert out["status"]["state"] == "finished" and out["status"]["counts"] == {"COMPLETED": 1}
 

@@ -31,8 +31,6 @@ class TrialRecord:
     epochs: int = 0
     attempts: int = 1
     message: str | None = None
-    # One {"step", "metrics", "time"} per reported step (the status API serves it).
-    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def duration(self) -> float | None:
@@ -57,16 +55,6 @@ class Event:
     tuner_id: str | None = None
     trial_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
-
-
-def _record_step(history: list[dict[str, Any]], step: int, metrics: dict[str, float]) -> None:
-    """One entry per step: keras-tuner re-reports the best epoch's step when a trial ends."""
-    point = {"step": step, "metrics": dict(metrics), "time": time.time()}
-    for i, old in enumerate(history):
-        if old["step"] == step:
-            history[i] = point
-            return
-    history.append(point)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -134,7 +122,6 @@ class Ledger:
             tuner_id = record.tuner_id if record else None
             if record is not None:
                 record.epochs = max(record.epochs, step + 1)
-                _record_step(record.history, step, metrics)
             if tuner_id:
                 self._worker(tuner_id)
         self._emit(

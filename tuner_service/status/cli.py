@@ -24,6 +24,7 @@ from rich.table import Table
 
 from tuner_service.chief.ledger import STATE_FILE, read_snapshot
 from tuner_service.status import endpoints
+from tuner_service.status import history as history_file
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status.client import StatusClient, StatusUnavailable
 from tuner_service.status.servicer import FINAL_STATES, status_message, trials_message
@@ -116,7 +117,8 @@ class Source:
         if snap is None:
             return None
         status = status_message(snap, objective=self.objective)
-        trials = list(trials_message(snap, history=history).trials)
+        histories = history_file.read(self.project_dir / history_file.HISTORY_FILE) if history else None
+        trials = list(trials_message(snap, histories).trials)
         return View(status, trials, str(self.project_dir / STATE_FILE))
 
     def fetch(self, history: bool) -> View:

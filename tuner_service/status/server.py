@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -12,6 +13,7 @@ from tuner_service.chief.ledger import Ledger
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status._generated import status_pb2_grpc as pb_grpc
 from tuner_service.status.events import EventHub
+from tuner_service.status.history import TrialHistory
 from tuner_service.status.servicer import StatusServicer
 
 # Each WatchEvents stream holds a thread for its lifetime; unary calls are short.
@@ -41,18 +43,24 @@ def make_status_server(
     *,
     objective: str = "",
     direction: str = "",
+    history_path: Path | None = None,
     max_workers: int = MAX_WORKERS,
     interceptors: tuple[grpc.ServerInterceptor, ...] = (),
 ) -> StatusServer:
-    """Build (not start) the status server on ``address`` ("host:port", port 0 picks one)."""
+    """Build (not start) the status server on ``address`` ("host:port", port 0 picks one).
+
+    Trial histories are recorded from now on (and appended to ``history_path`` if given, after
+    what it already holds).
+    """
     hub = EventHub(ledger)
+    history = TrialHistory(history_path).attach(ledger)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="status-rpc"),
         interceptors=interceptors,
         options=[("grpc.so_reuseport", 0)],
     )
     pb_grpc.add_StatusServicer_to_server(
-        StatusServicer(ledger, hub, objective=objective, direction=direction), server
+        StatusServicer(ledger, hub, history, objective=objective, direction=direction), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,8 +1,8 @@
 """The Status service: maps the chief's ledger to status messages, and nothing else.
 
 The mapping functions take a ledger *snapshot* (the dict ``Ledger.snapshot()`` returns and
-``service_state.json`` holds), so the CLI renders a running chief's answer and a finished
-search's saved state with the same code.
+``service_state.json`` holds) and trial histories (``status/history.py``), so the CLI renders a
+running chief's answer and a finished search's saved state with the same code.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tuner_service.chief.ledger import Event, Ledger
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status._generated import status_pb2_grpc as pb_grpc
 from tuner_service.status.events import EventHub
+from tuner_service.status.history import TrialHistory
 
 FINAL_STATES = frozenset({"finished", "failed", "interrupted"})
 _KINDS = {
@@ -59,7 +60,7 @@ def status_message(snap: dict[str, Any], *, objective: str = "", direction: str 
     return msg
 
 
-def trial_message(record: dict[str, Any], *, history: bool = True) -> pb.Trial:
+def trial_message(record: dict[str, Any], history: list[dict[str, Any]] = ()) -> pb.Trial:
     msg = pb.Trial(
         trial_id=record["trial_id"],
         tuner_id=record.get("tuner_id") or "",
@@ -74,27 +75,34 @@ def trial_message(record: dict[str, Any], *, history: bool = True) -> pb.Trial:
             setattr(msg, name, float(record[name]))
     if record.get("ended_at") is not None:
         msg.duration_seconds = float(record["ended_at"]) - msg.started_at
-    if history:
-        for point in record.get("history") or ():
-            msg.history.append(
-                pb.EpochMetrics(
-                    step=int(point["step"]),
-                    metrics={k: float(v) for k, v in point["metrics"].items()},
-                    time=float(point.get("time") or 0.0),
-                )
+    for point in history:
+        msg.history.append(
+            pb.EpochMetrics(
+                step=int(point["step"]),
+                metrics={k: float(v) for k, v in point["metrics"].items()},
+                time=float(point.get("time") or 0.0),
             )
+        )
     return msg
 
 
 def trials_message(
-    snap: dict[str, Any], statuses: list[str] | None = None, history: bool = True
+    snap: dict[str, Any],
+    histories: dict[str, list[dict[str, Any]]] | None = None,
+    statuses: list[str] | None = None,
 ) -> pb.ListTrialsResponse:
+    """The snapshot's trials in start order; ``histories`` (trial id → points) when wanted."""
     wanted = set(statuses or ())
     records = sorted(
         (snap.get("trials") or {}).values(), key=lambda r: (r.get("started_at") or 0, r["trial_id"])
     )
+    histories = histories or {}
     return pb.ListTrialsResponse(
-        trials=[trial_message(r, history=history) for r in records if not wanted or r["status"] in wanted]
+        trials=[
+            trial_message(r, histories.get(r["trial_id"], []))
+            for r in records
+            if not wanted or r["status"] in wanted
+        ]
     )
 
 
@@ -123,9 +131,18 @@ def event_message(event: Event) -> pb.Event | None:
 class StatusServicer(pb_grpc.StatusServicer):
     """Read-only view of a running chief's ledger. Streams end at a final search state."""
 
-    def __init__(self, ledger: Ledger, hub: EventHub, *, objective: str = "", direction: str = ""):
+    def __init__(
+        self,
+        ledger: Ledger,
+        hub: EventHub,
+        history: TrialHistory,
+        *,
+        objective: str = "",
+        direction: str = "",
+    ):
         self.ledger = ledger
         self.hub = hub
+        self.history = history
         self.objective, self.direction = objective, direction
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.SearchStatus:
@@ -134,7 +151,8 @@ class StatusServicer(pb_grpc.StatusServicer):
     def ListTrials(
         self, request: pb.ListTrialsRequest, context: grpc.ServicerContext
     ) -> pb.ListTrialsResponse:
-        return trials_message(self.ledger.snapshot(), list(request.statuses), not request.without_history)
+        histories = None if request.without_history else self.history.all()
+        return trials_message(self.ledger.snapshot(), histories, list(request.statuses))
 
     def WatchEvents(
         self, request: pb.WatchEventsRequest, context: grpc.ServicerContext
