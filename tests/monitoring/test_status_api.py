@@ -264,3 +264,14 @@ def test_status_watch_waits_for_a_chief_that_is_still_starting(tmp_path: Path) -
     assert proc.returncode == 0, err
     assert "waiting up to 30s for the chief" in err
     assert out.strip().splitlines()[-1].startswith("study tiny: finished, trials 1/1 completed")
+
+
+def test_the_table_keeps_running_trials_and_the_latest_others() -> None:
+    from tuner_service.status.cli import _table_rows
+
+    trials = [pb.Trial(trial_id=str(i), status="COMPLETED") for i in range(30)]
+    trials[3].status = "RUNNING"
+    rows = _table_rows(trials, limit=5)
+    assert [t.trial_id for t in rows] == ["3", "26", "27", "28", "29"]
+    assert [t.trial_id for t in _table_rows(trials, limit=1)] == ["3"]
+    assert len(_table_rows(trials, limit=100)) == 30

@@ -31,6 +31,7 @@ from tuner_service.status.servicer import FINAL_STATES, status_message, trials_m
 
 REDRAW_EVERY = 0.5  # seconds: at most this often while events pour in
 WAIT_FOR_CHIEF = 60.0  # seconds `--watch` gives a chief that is still starting
+MAX_TABLE_TRIALS = 20  # trial rows in the table (all running ones first); --json has them all
 
 
 @dataclass
@@ -169,7 +170,16 @@ def summary(s: pb.SearchStatus) -> str:
     )
 
 
-def render(view: View, now: float | None = None) -> Group:
+def _table_rows(trials: list[pb.Trial], limit: int) -> list[pb.Trial]:
+    """Every running trial, then the latest ended ones up to ``limit`` rows, in start order."""
+    running = [t for t in trials if t.status == "RUNNING"]
+    ended = [t for t in trials if t.status != "RUNNING"]
+    keep = {id(t) for t in running + ended[len(ended) - max(0, limit - len(running)) :]}
+    return [t for t in trials if id(t) in keep]
+
+
+def render(view: View, now: float | None = None, max_trials: int = MAX_TABLE_TRIALS) -> Group:
+    """Workers, then trials: all running ones and the latest others, up to ``max_trials`` rows."""
     now = time.time() if now is None else now
     s = view.status
     head = Table(title=summary(s), title_justify="left", caption=view.source, caption_justify="left")
@@ -179,10 +189,14 @@ def render(view: View, now: float | None = None) -> Group:
         head.add_row(
             w.tuner_id, w.state, w.trial_id or "-", str(w.trials_completed), f"{now - w.last_seen:.0f}s ago"
         )
-    trials = Table(title="trials", title_justify="left")
+    rows = _table_rows(list(view.trials), max_trials)
+    title = (
+        "trials" if len(rows) == len(view.trials) else f"trials (latest {len(rows)} of {len(view.trials)})"
+    )
+    trials = Table(title=title, title_justify="left")
     for col in ("trial", "status", "worker", "reported epochs", "score", "seconds", "attempts"):
         trials.add_column(col)
-    for t in view.trials:
+    for t in rows:
         seconds = t.duration_seconds if t.HasField("duration_seconds") else now - t.started_at
         trials.add_row(
             t.trial_id,
