@@ -20,7 +20,7 @@ Example (a chief's registry on a free port)::
     from tuner_service.metrics import ChiefMetrics, serve
 
     ledger = Ledger("demo", max_trials=10)
-    metrics = ChiefMetrics(ledger, objective="val_accuracy", direction="max")
+    metrics = ChiefMetrics(ledger, objective="val_accuracy", direction="max").attach()
     server = serve(metrics.registry, port=0)      # server.port is the bound port
     ledger.trial_started("worker-0", "00")         # tuner_service_trials_started_total == 1
     server.close()
@@ -113,7 +113,10 @@ class ChiefMetrics:
             registry=r,
         )
         self.epochs = Counter(
-            _name("epochs"), "Epochs reported by workers (one per UpdateTrial).", study, registry=r
+            _name("epochs"),
+            "Epochs workers reported done (a report at step k covers epochs 0..k; repeats count once).",
+            study,
+            registry=r,
         )
         self.trial_duration = Histogram(
             _name("trial_duration_seconds"),
@@ -124,8 +127,8 @@ class ChiefMetrics:
         )
         self.epoch_duration = Histogram(
             _name("epoch_duration_seconds"),
-            "Time between a trial's consecutive reports as the chief sees them (the first"
-            " includes building the model).",
+            "Time per epoch between a trial's reports of new steps, as the chief sees them (the"
+            " first includes building the model).",
             study,
             buckets=EPOCH_BUCKETS,
             registry=r,
