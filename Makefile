@@ -43,12 +43,12 @@ test-fast: venv ## unit tests only (no end-to-end processes)
 	$(PY) -m pytest -m "not e2e"
 
 lint: venv ## ruff lint + format check
-	$(PY) -m ruff check tuner_service tests
-	$(PY) -m ruff format --check tuner_service tests
+	$(PY) -m ruff check tuner_service tests tools
+	$(PY) -m ruff format --check tuner_service tests tools
 
 format: venv
-	$(PY) -m ruff format tuner_service tests
-	$(PY) -m ruff check --fix tuner_service tests
+	$(PY) -m ruff format tuner_service tests tools
+	$(PY) -m ruff check --fix tuner_service tests tools
 
 proto: venv ## regenerate the status API's code (tuner_service/status/_generated) from proto/status.proto
 	$(PY) tools/gen_proto.py
