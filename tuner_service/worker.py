@@ -7,12 +7,16 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tuner_service import compute, data
 from tuner_service.client import ServiceOracleClient
 from tuner_service.models import load_hypermodel
 from tuner_service.spec import StudySpec
 from tuner_service.tuners import ServiceTuner, build_oracle, build_tuner
+
+if TYPE_CHECKING:
+    from tuner_service.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +92,18 @@ def freeze_startup_objects() -> None:
 class Worker:
     """Loads the data once, then runs keras-tuner's search loop against the chief."""
 
-    def __init__(self, spec: StudySpec, role: Role, *, chief_deadline: float = 300.0):
+    def __init__(
+        self,
+        spec: StudySpec,
+        role: Role,
+        *,
+        chief_deadline: float = 300.0,
+        metrics: WorkerMetrics | None = None,
+    ):
         self.spec = spec
         self.role = role
         self.chief_deadline = chief_deadline
+        self.metrics = metrics
 
     def build_tuner(self) -> ServiceTuner:
         self.role.export()
@@ -109,6 +121,10 @@ class Worker:
         splits = data.load(self.spec.data, self.spec.seed)  # once per process, not per trial
         log.info("worker %s: data %s, devices %s", self.role.tuner_id, splits.sizes(), devices)
         tuner = self.build_tuner()
+        callbacks = []
+        if self.metrics is not None:
+            self.metrics.samples_per_epoch = len(splits.x_train)
+            callbacks.append(self.metrics.callback())
         fit_data: tuple = (splits.x_train, splits.y_train)
         fit_kwargs: dict = {
             "validation_data": (splits.x_val, splits.y_val),
@@ -120,5 +136,5 @@ class Worker:
             )
             fit_data, fit_kwargs = (train,), {"validation_data": val, "shuffle": False}  # it shuffles
         freeze_startup_objects()
-        tuner.search(*fit_data, epochs=self.spec.epochs, verbose=0, **fit_kwargs)
+        tuner.search(*fit_data, epochs=self.spec.epochs, callbacks=callbacks, verbose=0, **fit_kwargs)
         log.info("worker %s: search over", self.role.tuner_id)
