@@ -70,7 +70,7 @@ async def _simulated_worker(address: str, tuner_id: str, think: float, stats: di
     trial_pb = compat.keras_tuner_pb2()
     async with grpc.aio.insecure_channel(address) as channel:
         stub = compat.service_pb2_grpc().OracleStub(channel)
-        await channel.channel_ready()
+        await asyncio.wait_for(channel.channel_ready(), timeout=180)  # a chief that never came up
         stats["ready"].set_result(None)
         await stats["go"]
 
