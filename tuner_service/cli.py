@@ -55,6 +55,7 @@ def cmd_chief(args: argparse.Namespace) -> int:
     from tuner_service.worker import Role
 
     compat.check_version()
+    compat.install_atomic_json()  # a chief killed mid-write must not leave a corrupt oracle.json
     role = Role.from_env(os.environ, chief=True)
     role.export()
     hypermodel = load_hypermodel(spec.model)
@@ -190,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--chief-deadline",
         type=float,
-        default=300.0,
-        help="give up after the chief is unreachable this long (seconds)",
+        default=None,
+        help="give up after the chief is unreachable this long (seconds; default: the study's "
+        "chief_deadline)",
     )
     p.set_defaults(func=cmd_worker)
 

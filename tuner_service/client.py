@@ -4,6 +4,9 @@ A drop-in for ``keras_tuner``'s ``OracleClient`` (same methods, same messages). 
 an IDLE answer ("wait, nothing to run yet") is retried after an exponential back-off instead of
 at once; an unreachable chief is retried with bounded exponential back-off until
 ``chief_deadline`` and then raises :class:`ChiefUnreachable` (stock waits up to an hour).
+Every call names its tuner id and progress reports and error messages travel as gRPC metadata
+(:mod:`tuner_service.wire`), so the chief can fence a worker whose trial was reassigned: such a
+report raises :class:`TrialFenced` (docs/fault-tolerance.md).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import grpc
 import keras_tuner
 from keras_tuner.engine.trial import Trial, TrialStatus
 
-from tuner_service import compat
+from tuner_service import compat, wire
 
 log = logging.getLogger(__name__)
 pb2 = compat.service_pb2()
@@ -28,12 +31,18 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 AUTH_ENV = "TUNER_SERVICE_AUTH_TOKEN"
 
 
-class ChiefUnreachable(Exception):
+# Both end the worker's search even when raised inside a trial (keras-tuner re-raises its
+# FatalError instead of marking the trial failed and asking for the next one).
+class ChiefUnreachable(keras_tuner.errors.FatalError):
     """The chief did not answer within the deadline."""
 
 
-class SearchFailed(Exception):
+class SearchFailed(keras_tuner.errors.FatalError):
     """The chief reports that the search has failed; there is nothing left to do."""
+
+
+class TrialFenced(Exception):
+    """The chief gave this worker's trial to another worker; abandon it and ask for new work."""
 
 
 class Backoff:
@@ -77,7 +86,9 @@ class ServiceOracleClient:
         self._channel = grpc.insecure_channel(address)
         self.stub = compat.service_pb2_grpc().OracleStub(self._channel)
         token = os.environ.get(AUTH_ENV)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._metadata: tuple[tuple[str, str | bytes], ...] = ((wire.TUNER_ID, tuner_id),)
+        if token:
+            self._metadata += (("authorization", f"Bearer {token}"),)
 
     # keras-tuner reads these settings from the oracle it was given.
     @property
@@ -99,16 +110,19 @@ class ServiceOracleClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: str, request: Any) -> Any:
+    def _call(self, method: str, request: Any, extra: tuple[tuple[str, str | bytes], ...] = ()) -> Any:
         """One RPC, retried while the chief is unreachable, up to ``chief_deadline``."""
         give_up = time.monotonic() + self.chief_deadline
         backoff = Backoff(0.2, 10.0)
+        metadata = self._metadata + extra
         while True:
             try:
-                return getattr(self.stub, method)(request, timeout=self.call_timeout, metadata=self._metadata)
+                return getattr(self.stub, method)(request, timeout=self.call_timeout, metadata=metadata)
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     raise SearchFailed(err.details()) from None
+                if err.code() == grpc.StatusCode.ABORTED:
+                    raise TrialFenced(err.details()) from None
                 if err.code() not in RETRYABLE:
                     raise
                 if time.monotonic() + backoff.current > give_up:
@@ -142,8 +156,14 @@ class ServiceOracleClient:
         )
         return Trial.from_proto(response.trial)
 
+    def report_progress(self, trial_id: str, metrics: dict[str, float], step: int) -> None:
+        """The per-epoch report: the heartbeat that keeps this worker's lease on the trial."""
+        request = pb2.UpdateTrialRequest(trial_id=trial_id, metrics=metrics, step=step)
+        self._call("UpdateTrial", request, ((wire.REPORT, wire.PROGRESS),))
+
     def end_trial(self, trial: Trial) -> None:
-        self._call("EndTrial", pb2.EndTrialRequest(trial=trial.to_proto()))
+        extra = ((wire.MESSAGE, wire.encode_message(trial.message)),) if trial.message else ()
+        self._call("EndTrial", pb2.EndTrialRequest(trial=trial.to_proto()), extra)
 
     def get_trial(self, trial_id: str) -> Trial:
         response = self._call("GetTrial", pb2.GetTrialRequest(trial_id=trial_id))
