@@ -55,8 +55,10 @@ class Backoff:
     def reset(self) -> None:
         self.current = self.initial
 
-    def wait(self) -> float:
+    def wait(self, limit: float | None = None) -> float:
         delay = random.uniform(self.current / 2, self.current)
+        if limit is not None:
+            delay = max(0.0, min(delay, limit))
         self._sleep(delay)
         self.current = min(self.current * 2, self.maximum)
         return delay
@@ -116,8 +118,10 @@ class ServiceOracleClient:
         backoff = Backoff(0.2, 10.0)
         metadata = self._metadata + extra
         while True:
+            # Never wait on one call past the deadline (a chief that hangs instead of refusing).
+            timeout = min(self.call_timeout, max(1.0, give_up - time.monotonic()))
             try:
-                return getattr(self.stub, method)(request, timeout=self.call_timeout, metadata=metadata)
+                return getattr(self.stub, method)(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     raise SearchFailed(err.details()) from None
@@ -125,13 +129,14 @@ class ServiceOracleClient:
                     raise TrialFenced(err.details()) from None
                 if err.code() not in RETRYABLE:
                     raise
-                if time.monotonic() + backoff.current > give_up:
+                remaining = give_up - time.monotonic()
+                if remaining <= 0:
                     raise ChiefUnreachable(
                         f"chief at {self.address} unreachable for {self.chief_deadline:.0f}s "
                         f"({err.code().name}: {err.details()})"
                     ) from None
-                log.warning("chief unreachable (%s); retrying", err.code().name)
-                backoff.wait()
+                log.warning("chief unreachable (%s); retrying for %.0fs more", err.code().name, remaining)
+                backoff.wait(limit=remaining)  # the last try lands on the deadline
 
     # -- the Oracle interface used by keras-tuner's Tuner ---------------------------------
     def get_space(self) -> keras_tuner.HyperParameters:

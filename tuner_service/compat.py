@@ -8,6 +8,7 @@ stock workers. Keep all such imports here, check the version range, and test the
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import threading
@@ -107,8 +108,20 @@ def reattach(oracle: keras_tuner.Oracle, trial_id: str, tuner_id: str) -> bool:
     trial.status = TrialStatus.RUNNING
     oracle.ongoing_trials[tuner_id] = trial
     oracle.tuner_ids.add(tuner_id)
+    _ensure_display(oracle, trial_id)
     oracle.save()
     return True
+
+
+def _ensure_display(oracle: keras_tuner.Oracle, trial_id: str) -> None:
+    # end_trial prints the trial's duration from the start its display recorded when the trial
+    # was handed out; create_trial saves oracle.json *before* recording it, so a reloaded oracle
+    # may lack it and end_trial would raise KeyError after the trial was already saved.
+    display = oracle._display
+    now = datetime.datetime.now()
+    display.search_start = display.search_start or now
+    display.trial_start.setdefault(trial_id, now)
+    display.trial_number.setdefault(trial_id, len(oracle.trials))
 
 
 @keras_tuner.synchronized

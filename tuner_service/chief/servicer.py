@@ -125,7 +125,6 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         self._refuse_if_failed(context)
         with self.leases.lock:
             self.leases.reap()
-            ongoing = self.oracle.ongoing_trials.get(tuner_id)
             trial = self.oracle.create_trial(tuner_id)
             if trial.status == TrialStatus.RUNNING:
                 self.leases.grant(trial.trial_id, tuner_id)  # new, from the queue, or asked again
@@ -136,8 +135,9 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
                 trial.status = TrialStatus.IDLE
                 self.oracle.tuner_ids.add(tuner_id)
         if trial.status == TrialStatus.RUNNING:
-            if ongoing is None or ongoing.trial_id != trial.trial_id:
-                self.ledger.trial_started(tuner_id, trial.trial_id)
+            # New, from the queue, or the trial this tuner id already held: a worker asks while
+            # holding a trial only when its pod restarted, and that is a new attempt (resumed).
+            self.ledger.trial_started(tuner_id, trial.trial_id)
         elif trial.status == TrialStatus.STOPPED:
             self.stop_triggered = True
             self.ledger.worker_seen(tuner_id, "done")
@@ -184,6 +184,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         if compat.queued_for_retry(self.oracle, trial.trial_id):
             status = "RETRY"
         score = ended.score if ended.status == TrialStatus.COMPLETED else None
+        log.info("trial %s ended %s (score %s)", trial.trial_id, status, score)
         self.ledger.trial_ended(trial.trial_id, status, score, self._better, ended.message)
         return pb2.EndTrialResponse()
 
