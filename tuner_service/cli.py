@@ -101,6 +101,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = _load_spec(args)
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if not spec.is_seed_model:
+        # Fail fast, in this process, on a user model that cannot be imported.
+        _quiet_tensorflow()
+        from tuner_service.models import load_hypermodel
+
+        load_hypermodel(spec.model)
     from tuner_service.local import LocalRun
     from tuner_service.progress import Progress
 

@@ -17,6 +17,8 @@ import keras_tuner
 from tuner_service import checkpoints, compat
 from tuner_service.spec import BayesianTuner, HyperbandTuner, RandomTuner, StudySpec
 
+log = logging.getLogger(__name__)
+
 
 class TunerConfigError(Exception):
     """The study's tuner settings are rejected by keras-tuner (e.g. an unknown objective)."""
@@ -64,9 +66,6 @@ def build_oracle(spec: StudySpec) -> keras_tuner.Oracle:
     raise TunerConfigError(f"unknown tuner {t!r}")
 
 
-log = logging.getLogger(__name__)
-
-
 class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
     """A keras-tuner Tuner whose per-epoch hook feeds extra callbacks (progress, heartbeat).
 
@@ -86,7 +85,9 @@ class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
     ):
         self.epoch_hooks = list(epoch_hooks)
         self.backups = backups
-        super().__init__(*args, **kwargs)
+        # Not super(): in ServiceHyperband the next class is keras_tuner.Hyperband, whose
+        # __init__ only builds its own oracle; ours is given.
+        keras_tuner.Tuner.__init__(self, *args, **kwargs)
 
     def fit_callbacks(self, trial: Any, execution: int) -> list[Any]:
         if not self.backups:
@@ -114,10 +115,6 @@ class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
 
 class ServiceHyperband(ServiceTuner, keras_tuner.Hyperband):
     """Hyperband's trial logic (epoch budgets, warm starts) around an oracle we built."""
-
-    def __init__(self, oracle: keras_tuner.Oracle, **kwargs: Any):
-        # keras_tuner.Hyperband.__init__ only constructs its own oracle; skip it.
-        ServiceTuner.__init__(self, oracle=oracle, **kwargs)
 
 
 def build_tuner(
