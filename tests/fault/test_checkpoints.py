@@ -140,6 +140,7 @@ while True:
 """
 
 
+@pytest.mark.e2e
 def test_state_file_survives_sigkill_mid_write(tmp_path):
     """keras-tuner's save_json truncates then writes; ours never leaves a half-written file."""
     path = tmp_path / "oracle.json"
