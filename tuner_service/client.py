@@ -131,10 +131,12 @@ class ServiceOracleClient:
                     raise
                 remaining = give_up - time.monotonic()
                 if remaining <= 0:
-                    raise ChiefUnreachable(
+                    message = (
                         f"chief at {self.address} unreachable for {self.chief_deadline:.0f}s "
                         f"({err.code().name}: {err.details()})"
-                    ) from None
+                    )
+                    log.error("giving up: %s", message)
+                    raise ChiefUnreachable(message) from None
                 log.warning("chief unreachable (%s); retrying for %.0fs more", err.code().name, remaining)
                 backoff.wait(limit=remaining)  # the last try lands on the deadline
 

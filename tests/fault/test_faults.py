@@ -34,6 +34,15 @@ def search(tmp_path: Path, keras_home: Path):
         s.kill_all()
 
 
+def _log_time(log: str, text: str, after: float) -> float:
+    """Wall-clock time of the first log line containing ``text`` logged after ``after``."""
+    for stamp in re.findall(rf"^(\S+ \S+) {re.escape(text)}", log, re.M):
+        at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if at >= after:
+            return at
+    raise AssertionError(f"no {text!r} in the log")
+
+
 def _held_trial_past(s: Search, tuner_id: str, epochs: int) -> str | None:
     trial_id = s.running_trial_of(tuner_id)
     return trial_id if trial_id is not None and s.backup_epochs(trial_id) >= epochs else None
@@ -68,10 +77,12 @@ def test_stopped_worker_is_fenced_when_it_comes_back(search):
     s.worker(1)
     moved = s.wait_until("worker-0 one epoch into a trial", lambda: _held_trial_past(s, "worker-0", 1))
     s.procs["worker-0"].send_signal(signal.SIGSTOP)
+    stopped_at = time.time()
     s.wait_until(
         "the trial to move to worker-1",
         lambda: s.ledger()["trials"][moved]["tuner_id"] == "worker-1",
     )
+    moved_after = time.time() - stopped_at
     s.procs["worker-0"].send_signal(signal.SIGCONT)
 
     assert s.wait_exit("chief", 240) == 0, s.chief_log()[-3000:]
@@ -80,8 +91,12 @@ def test_stopped_worker_is_fenced_when_it_comes_back(search):
     s.assert_search_complete(3)
     record = s.ledger()["trials"][moved]
     assert record["tuner_id"] == "worker-1" and record["resumed_from"] >= 1, record
-    assert f"abandoning trial {moved}" in s.log("worker-0")
-    assert "ABORTED" not in s.chief_log() or "reassigned to worker-1" in s.log("worker-0")
+    assert f"abandoning trial {moved}: " in s.log("worker-0")
+    assert f"trial {moved} is no longer held by worker-0; it was reassigned to worker-1" in s.log("worker-0")
+    print(
+        f"\nworker SIGSTOP: trial {moved} running on worker-1 {moved_after:.1f}s after the stop "
+        f"(lease_timeout 8s), resumed from epoch {record['resumed_from']}; worker-0 fenced after SIGCONT"
+    )
 
 
 def test_chief_killed_and_restarted_resumes_search(search):
@@ -134,12 +149,13 @@ def test_chief_gone_for_good_workers_give_up_then_search_resumes(search):
     log = s.log("worker-0")
     assert re.search(r"worker worker-0: giving up: chief at \S+ unreachable for 6s", log)
     # The deadline counts from the first call that failed (the next epoch's report).
-    first = re.search(r"^(\S+ \S+) WARNING tuner_service.client: chief unreachable", log, re.M)
-    first_failed_at = datetime.strptime(first[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-    assert deadline <= exited_at - first_failed_at <= deadline + 15, exited_at - first_failed_at
+    first_failed_at = _log_time(log, "WARNING tuner_service.client: chief unreachable", killed_at)
+    gave_up_at = _log_time(log, "ERROR tuner_service.client: giving up", killed_at)
+    assert deadline <= gave_up_at - first_failed_at <= deadline + 2, gave_up_at - first_failed_at
     print(
-        f"\nchief gone (chief_deadline {deadline}s): worker exited {exited_at - first_failed_at:.1f}s after "
-        f"its first failed call, {exited_at - killed_at:.1f}s after the kill"
+        f"\nchief gone (chief_deadline {deadline}s): worker gave up {gave_up_at - first_failed_at:.1f}s "
+        f"after its first failed call, {gave_up_at - killed_at:.1f}s after the kill; process exited "
+        f"{exited_at - killed_at:.1f}s after the kill"
     )
 
     # A new chief and the restarted pod (same tuner id) finish the search from the backup.
