@@ -137,7 +137,8 @@ class Search:
             value = predicate()
             if value:
                 return value
-            dead = [n for n, p in self.procs.items() if n.startswith("chief") and p.poll() not in (None, 0)]
+            dead = {n: p.poll() for n, p in self.procs.items() if n.startswith("chief")}
+            dead = {n: code for n, code in dead.items() if code not in (None, 0)}
             if dead and "chief" not in what:
                 raise AssertionError(f"{dead} exited while waiting for {what}:\n{self.chief_log()[-3000:]}")
             time.sleep(0.1)

@@ -154,3 +154,38 @@ def test_state_file_survives_sigkill_mid_write(tmp_path):
         proc.wait()
         proc.stdout.close()
         assert len(json.loads(path.read_text())["trials"]) == 3000
+
+
+def test_service_tuner_backs_up_each_execution_and_cleans_up(tmp_path):
+    """compat.FitCallbacks: one backup directory per execution, removed when the trial ends."""
+    import keras_tuner
+
+    from tuner_service.tuners import ServiceTuner
+
+    seen: list[tuple[str, int, list[str]]] = []
+
+    def hook(trial, epoch, logs):
+        backups = tmp_path / "p" / f"trial_{trial.trial_id}" / "backup"
+        seen.append((trial.trial_id, epoch, sorted(p.name for p in backups.glob("*"))))
+
+    def build(hp):
+        hp.Int("units", 2, 8)
+        return _model()
+
+    tuner = ServiceTuner(
+        oracle=keras_tuner.oracles.RandomSearchOracle(
+            objective=keras_tuner.Objective("val_loss", "min"), max_trials=1, seed=1
+        ),
+        hypermodel=build,
+        directory=str(tmp_path),
+        project_name="p",
+        executions_per_trial=2,
+        epoch_hooks=[hook],
+        backups=True,
+    )
+    x, y = _data()
+    tuner.search(x, y, validation_data=(x, y), epochs=2, batch_size=16, verbose=0)
+    # The hook runs before the epoch's backup is written: execution_1 appears during its 2nd epoch.
+    assert [s[2] for s in seen] == [[], ["execution_0"], ["execution_0"], ["execution_0", "execution_1"]]
+    assert not (tmp_path / "p" / "trial_0" / "backup").exists()
+    assert tuner.oracle.get_trial("0").status == "COMPLETED"
