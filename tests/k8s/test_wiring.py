@@ -138,8 +138,13 @@ class Pod:
             env["JOB_COMPLETION_INDEX"] = self.annotations["batch.kubernetes.io/job-completion-index"]
         return env
 
-    def start(self, shim_dir: Path, host_map: dict[str, str]) -> subprocess.Popen:
+    def start(
+        self, shim_dir: Path, host_map: dict[str, str], own_ports: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         env = {name: self.map_path(host_map.get(value, value)) for name, value in self.resolved_env().items()}
+        # Pods have their own network namespaces; on one host, ports a pod listens on (its
+        # metrics port) are moved to free ones, or the pods would collide on loopback.
+        env.update(own_ports or {})
         self.env = env
         base = {"PATH": f"{shim_dir}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
         argv = [*self.container["command"], *(self.map_path(a) for a in self.container["args"])]
@@ -280,7 +285,8 @@ def test_rendered_pods_complete_a_tiny_search(tmp_path, shim_dir):
     host_map = {service_dns: "127.0.0.1"}
     try:
         for pod in pods:  # no start order, as in a cluster: workers back off until the chief is up
-            pod.start(shim_dir, host_map)
+            own = {"TUNER_SERVICE_METRICS_PORT": str(free_port())} if pod in workers else None
+            pod.start(shim_dir, host_map, own)
         probe = chief.container["readinessProbe"]["grpc"]["port"]
         deadline = time.monotonic() + SEARCH_TIMEOUT
         health = None

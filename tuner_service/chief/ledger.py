@@ -50,8 +50,9 @@ class WorkerRecord:
 
 @dataclass(frozen=True)
 class Event:
-    # trial_started | trial_reported | trial_ended | trial_reassigned | trial_reattached |
-    # worker_seen | search_state
+    # trial_started | trial_reported | trial_ended | worker_seen | search_state, and
+    # trial_reassigned (a silent worker's trial goes back to the queue; data: {"reason": ...,
+    # "silent_for": seconds}) | trial_reattached (a queued trial went back to its late worker).
     kind: str
     time: float
     tuner_id: str | None = None

@@ -78,6 +78,8 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         self.failure: str | None = None
         self.changed = threading.Condition()
         self.rpc_observers: list[Callable[[str, str, float], None]] = []
+        # (operation, seconds) for the oracle's own decisions: create_trial, end_trial.
+        self.decision_observers: list[Callable[[str, float], None]] = []
         self._better = (lambda a, b: a > b) if oracle.objective.direction == "max" else (lambda a, b: a < b)
 
     # -- coordination with the chief -----------------------------------------------------
@@ -108,6 +110,15 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         """Every worker that asked for work has been told STOPPED."""
         return not self.oracle.tuner_ids
 
+    def _decide(self, operation: str, call: Callable[[], Any]) -> Any:
+        """Run one oracle decision and tell the observers how long it took."""
+        start = time.perf_counter()
+        try:
+            return call()
+        finally:
+            for observer in self.decision_observers:
+                observer(operation, time.perf_counter() - start)
+
     # -- the keras-tuner Oracle service ----------------------------------------------------
     @_rpc
     def GetSpace(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -125,7 +136,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         self._refuse_if_failed(context)
         with self.leases.lock:
             self.leases.reap()
-            trial = self.oracle.create_trial(tuner_id)
+            trial = self._decide("create_trial", lambda: self.oracle.create_trial(tuner_id))
             if trial.status == TrialStatus.RUNNING:
                 self.leases.grant(trial.trial_id, tuner_id)  # new, from the queue, or asked again
             elif trial.status == TrialStatus.STOPPED and self.oracle.ongoing_trials:
@@ -170,7 +181,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         with self.leases.lock:
             self.leases.admit(trial.trial_id, wire.get(md, wire.TUNER_ID))
             try:
-                self.oracle.end_trial(trial)
+                self._decide("end_trial", lambda: self.oracle.end_trial(trial))
             except RuntimeError:
                 # Too many consecutive failures: keras-tuner raised before saving this trial.
                 ended = self.oracle.get_trial(trial.trial_id)
