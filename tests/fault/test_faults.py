@@ -100,7 +100,7 @@ def test_stopped_worker_is_fenced_when_it_comes_back(search):
 
 
 def test_chief_killed_and_restarted_resumes_search(search):
-    s = search(lease_timeout=10, max_trials=4)
+    s = search(lease_timeout=20, max_trials=4)  # > chief restart + a worker back-off step
     s.chief()
     s.worker(0)
     s.worker(1)
