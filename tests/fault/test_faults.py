@@ -187,11 +187,14 @@ def test_failing_trial_is_retried_then_failed_with_its_message(search, tmp_path)
 
 def test_too_many_failures_end_the_search_with_a_clear_error(search, tmp_path):
     env = {"FAULT_FAIL_FIRST": "100", "FAULT_COUNTER": str(tmp_path / "fits"), "FAULT_EPOCH_SECONDS": "0"}
-    s = search(env, max_trials=5, epochs=1, max_consecutive_failed_trials=2)
+    s = search(env, max_trials=6, epochs=1, max_consecutive_failed_trials=2, chief_deadline=120)
     s.chief()
     s.worker(0)
+    s.worker(1)
     assert s.wait_exit("chief", 180) == 1
-    assert s.wait_exit("worker-0", 60) == 1  # told by the chief, not left waiting for it
+    for worker in ("worker-0", "worker-1"):
+        # Both told by the chief, neither left retrying an absent chief for chief_deadline.
+        assert s.wait_exit(worker, 60) == 1
+        assert "the chief ended the search: search failed: Number of consecutive" in s.log(worker)
     assert "search failed: Number of consecutive failures exceeded the limit of 2" in s.chief_log()
-    assert "the chief ended the search" in s.log("worker-0")
     assert s.ledger()["state"] == "failed"

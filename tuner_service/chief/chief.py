@@ -124,6 +124,15 @@ class Chief:
             if self._stop_reason:
                 return Outcome("interrupted", f"stopped by {self._stop_reason}")
             if s.failure:
+                # Keep answering "search failed" until every worker has heard it: a live worker
+                # calls at least once per lease_timeout (its epoch report), so none is left
+                # retrying an absent chief until its chief_deadline.
+                deadline = time.monotonic() + self.spec.lease_timeout
+                while not s.workers_told_failed() and not self._stop_reason:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    s.changed.wait(timeout=remaining)
                 return Outcome("failed", s.failure)
             deadline = time.monotonic() + self.linger
             while not s.workers_released() and not self._stop_reason:

@@ -76,6 +76,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         self.leases = Leases(oracle, ledger, lease_timeout)
         self.stop_triggered = False
         self.failure: str | None = None
+        self.told_failed: set[str] = set()  # tuner ids answered FAILED_PRECONDITION
         self.changed = threading.Condition()
         self.rpc_observers: list[Callable[[str, str, float], None]] = []
         # (operation, seconds) for the oracle's own decisions: create_trial, end_trial.
@@ -100,11 +101,18 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         if self.leases.reap():
             self.notify()
 
-    def _refuse_if_failed(self, context: grpc.ServicerContext) -> None:
+    def _refuse_if_failed(self, context: grpc.ServicerContext, tuner_id: str | None) -> None:
         # After keras-tuner gave up, the oracle must not be touched again (its end_trial raised
         # half-way); every worker learns of the failure at its next call and exits.
         if self.failure:
+            self.told_failed.add(tuner_id or "")
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"search failed: {self.failure}")
+
+    def workers_told_failed(self) -> bool:
+        """Every worker the ledger knows (and has not released) has heard that the search failed."""
+        workers = self.ledger.snapshot()["workers"]
+        known = {t for t, w in workers.items() if w["state"] not in ("done", "silent")}
+        return known <= self.told_failed
 
     def workers_released(self) -> bool:
         """Every worker that asked for work has been told STOPPED."""
@@ -133,7 +141,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
     @_rpc
     def CreateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
         tuner_id = request.tuner_id
-        self._refuse_if_failed(context)
+        self._refuse_if_failed(context, tuner_id)
         with self.leases.lock:
             self.leases.reap()
             trial = self._decide("create_trial", lambda: self.oracle.create_trial(tuner_id))
@@ -160,7 +168,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
     def UpdateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
         metrics = dict(request.metrics)
         md = context.invocation_metadata()
-        self._refuse_if_failed(context)
+        self._refuse_if_failed(context, wire.get(md, wire.TUNER_ID))
         with self.leases.lock:
             self.leases.admit(request.trial_id, wire.get(md, wire.TUNER_ID))
             if wire.get(md, wire.REPORT) == wire.PROGRESS:
@@ -177,13 +185,15 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         md = context.invocation_metadata()
         if trial.message is None:  # keras-tuner's proto drops it; our workers send it alongside
             trial.message = wire.get(md, wire.MESSAGE)
-        self._refuse_if_failed(context)
+        self._refuse_if_failed(context, wire.get(md, wire.TUNER_ID))
         with self.leases.lock:
             self.leases.admit(trial.trial_id, wire.get(md, wire.TUNER_ID))
             try:
                 self._decide("end_trial", lambda: self.oracle.end_trial(trial))
             except RuntimeError:
                 # Too many consecutive failures: keras-tuner raised before saving this trial.
+                # This worker is told by the FAILED_PRECONDITION answer.
+                self.told_failed.add(wire.get(md, wire.TUNER_ID) or "")
                 ended = self.oracle.get_trial(trial.trial_id)
                 compat.save_trial(self.oracle, ended)
                 self.ledger.trial_ended(trial.trial_id, ended.status, None, self._better, ended.message)
