@@ -148,10 +148,11 @@ def test_chief_gone_for_good_workers_give_up_then_search_resumes(search):
     assert code == 1
     log = s.log("worker-0")
     assert re.search(r"worker worker-0: giving up: chief at \S+ unreachable for 6s", log)
-    # The deadline counts from the first call that failed (the next epoch's report).
+    # The deadline counts from the start of the first call that failed (the next epoch's report);
+    # its warning is logged when that call has failed, a few milliseconds later.
     first_failed_at = _log_time(log, "WARNING tuner_service.client: chief unreachable", killed_at)
     gave_up_at = _log_time(log, "ERROR tuner_service.client: giving up", killed_at)
-    assert deadline <= gave_up_at - first_failed_at <= deadline + 2, gave_up_at - first_failed_at
+    assert deadline - 0.5 <= gave_up_at - first_failed_at <= deadline + 2, gave_up_at - first_failed_at
     print(
         f"\nchief gone (chief_deadline {deadline}s): worker gave up {gave_up_at - first_failed_at:.1f}s "
         f"after its first failed call, {gave_up_at - killed_at:.1f}s after the kill; process exited "
