@@ -7,9 +7,9 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tuner_service import compute, data
+from tuner_service import compat, compute, data
 from tuner_service.client import ServiceOracleClient
 from tuner_service.models import load_hypermodel
 from tuner_service.spec import StudySpec
@@ -97,24 +97,37 @@ class Worker:
         spec: StudySpec,
         role: Role,
         *,
-        chief_deadline: float = 300.0,
+        chief_deadline: float | None = None,
         metrics: WorkerMetrics | None = None,
     ):
         self.spec = spec
         self.role = role
-        self.chief_deadline = chief_deadline
+        self.chief_deadline = spec.chief_deadline if chief_deadline is None else chief_deadline
         self.metrics = metrics
+        self.client: ServiceOracleClient | None = None
 
     def build_tuner(self) -> ServiceTuner:
         self.role.export()
+        compat.install_atomic_json()  # a pod killed mid-write must not corrupt shared state
         hypermodel = compute.for_study(load_hypermodel(self.spec.model), self.spec.compute)
         oracle = build_oracle(self.spec)
-        tuner = build_tuner(self.spec, hypermodel, oracle)
+        tuner = build_tuner(self.spec, hypermodel, oracle, epoch_hooks=[self._report], backups=True)
         # keras-tuner wrapped the oracle in its stock client; ours backs off and gives up.
-        tuner.oracle = ServiceOracleClient(
+        self.client = ServiceOracleClient(
             oracle, self.role.address, self.role.tuner_id, chief_deadline=self.chief_deadline
         )
+        tuner.oracle = self.client
         return tuner
+
+    def _report(self, trial: Any, epoch: int, logs: dict) -> None:
+        """Every epoch: progress to the chief, which is also the heartbeat of our lease.
+
+        Raises the client's TrialFenced when the trial was given to another worker; keras-tuner
+        then ends the trial here and :meth:`ServiceTuner.on_trial_end` abandons it.
+        """
+        assert self.client is not None
+        metrics = {k: float(v) for k, v in logs.items()}
+        self.client.report_progress(trial.trial_id, metrics, step=epoch)
 
     def run(self) -> None:
         devices = compute.configure_devices(self.spec.compute)  # before any op touches a GPU

@@ -82,7 +82,7 @@ class WriteBehind:
             self._wake.clear()
             try:
                 self.flush()
-            except OSError as err:  # a full or vanished disk: keep serving, say so, retry
+            except Exception as err:  # noqa: BLE001 - e.g. a full disk: keep serving, say so, retry
                 log.error("cannot write the oracle's state: %s", err)
                 self._oracle_dirty = True
             if self._stop.wait(self.interval):  # let the next burst of changes coalesce
