@@ -95,6 +95,7 @@ class ServiceOracleClient:
         self.should_report = True
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self.stub = compat.service_pb2_grpc().OracleStub(self._channel)
+        self._answered = False  # has the chief answered a call yet (see _call)
         token = os.environ.get(AUTH_ENV)
         self._metadata: tuple[tuple[str, str | bytes], ...] = ((wire.TUNER_ID, tuner_id),)
         if token:
@@ -123,8 +124,10 @@ class ServiceOracleClient:
     def _call(self, method: str, request: Any, extra: tuple[tuple[str, str | bytes], ...] = ()) -> Any:
         """One RPC, retried while the chief is unreachable, up to ``chief_deadline``.
 
-        ``wait_for_ready`` makes a call on a not-yet-connected channel wait for the connection
-        (sent the moment the chief listens) instead of failing at once; the timeout bounds it.
+        Until the chief has answered once, ``wait_for_ready`` makes a call wait for the
+        connection (workers usually start before the chief listens: the call goes out the moment
+        it does) instead of failing at once; the timeout bounds it. After that, a lost chief
+        fails fast, is logged, and is retried with back-off.
         """
         give_up = time.monotonic() + self.chief_deadline
         backoff = Backoff(0.2, 10.0)
@@ -133,9 +136,11 @@ class ServiceOracleClient:
             # Never wait on one call past the deadline (a chief that hangs instead of refusing).
             timeout = min(self.call_timeout, max(1.0, give_up - time.monotonic()))
             try:
-                return getattr(self.stub, method)(
-                    request, timeout=timeout, wait_for_ready=True, metadata=metadata
+                response = getattr(self.stub, method)(
+                    request, timeout=timeout, wait_for_ready=not self._answered, metadata=metadata
                 )
+                self._answered = True
+                return response
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     raise SearchFailed(err.details()) from None
