@@ -82,6 +82,9 @@ def _stock_cycle_until_stopped(port: int, tuner_id: str, seen: list, errors: lis
             trial = stub.CreateTrial(pb2.CreateTrialRequest(tuner_id=tuner_id), timeout=30).trial
             if trial.status == TrialStatus.STOPPED:
                 return
+            if trial.status == TrialStatus.IDLE:  # budget handed out, trials still running
+                time.sleep(0.05)
+                continue
             seen.append((tuner_id, trial.trial_id))
             stub.UpdateTrial(
                 pb2.UpdateTrialRequest(trial_id=trial.trial_id, metrics={"val_accuracy": 0.5}), timeout=30

@@ -85,7 +85,8 @@ def freeze_startup_objects() -> None:
     0.2-0.5 s per call on a 2-core node. Freezing the start-up heap makes those collections walk
     only what trials create (measured: 1.0 s -> 0.07 s between trials; docs/performance.md).
     """
-    gc.collect()
+    # No gc.collect() first: it would walk that whole heap once more (~0.5 s at start-up) to
+    # free a few MB of import-time garbage.
     gc.freeze()
 
 
