@@ -19,7 +19,9 @@ sizes, no oracle benchmark (it has its own smoke), well under a minute on an idl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -224,7 +226,8 @@ def load_rows(sizes: Sizes, raw_out: dict[str, Any]) -> list[Row]:
 
 
 def idle_rows(sizes: Sizes, raw_out: dict[str, Any]) -> list[Row]:
-    results = {impl: idle.measure(impl, sizes.idle_seconds) for impl in ("stock", "ours")}
+    with contextlib.redirect_stdout(io.StringIO()):  # keras-tuner's trial tables
+        results = {impl: idle.measure(impl, sizes.idle_seconds) for impl in ("stock", "ours")}
     raw_out["idle"] = {k: vars(v) for k, v in results.items()}
     return [
         Row(
