@@ -26,6 +26,8 @@ pb2 = compat.service_pb2()
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 AUTH_ENV = "TUNER_SERVICE_AUTH_TOKEN"
+# gRPC metadata that marks an UpdateTrial as a per-epoch report (stock workers never send it).
+PER_EPOCH_METADATA = (("tuner-service-report", "epoch"),)
 
 
 class ChiefUnreachable(Exception):
@@ -99,13 +101,14 @@ class ServiceOracleClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: str, request: Any) -> Any:
+    def _call(self, method: str, request: Any, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         """One RPC, retried while the chief is unreachable, up to ``chief_deadline``."""
         give_up = time.monotonic() + self.chief_deadline
         backoff = Backoff(0.2, 10.0)
+        metadata = (*(self._metadata or ()), *metadata) or None
         while True:
             try:
-                return getattr(self.stub, method)(request, timeout=self.call_timeout, metadata=self._metadata)
+                return getattr(self.stub, method)(request, timeout=self.call_timeout, metadata=metadata)
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     raise SearchFailed(err.details()) from None
@@ -136,10 +139,13 @@ class ServiceOracleClient:
                 return trial
             self.idle_backoff.wait()  # the oracle asked us to wait; never spin
 
-    def update_trial(self, trial_id: str, metrics: dict[str, float], step: int = 0) -> Trial:
-        response = self._call(
-            "UpdateTrial", pb2.UpdateTrialRequest(trial_id=trial_id, metrics=metrics, step=step)
-        )
+    def update_trial(
+        self, trial_id: str, metrics: dict[str, float], step: int = 0, *, per_epoch: bool = False
+    ) -> Trial:
+        """Report metrics; ``per_epoch`` marks an intermediate report the chief may answer with
+        status STOPPED (early stopping). keras-tuner's own final report is not marked."""
+        request = pb2.UpdateTrialRequest(trial_id=trial_id, metrics=metrics, step=step)
+        response = self._call("UpdateTrial", request, PER_EPOCH_METADATA if per_epoch else ())
         return Trial.from_proto(response.trial)
 
     def end_trial(self, trial: Trial) -> None:

@@ -66,13 +66,15 @@ class ServiceTuner(keras_tuner.Tuner):
     """A keras-tuner Tuner whose per-epoch hook feeds extra callbacks (progress, heartbeat).
 
     ``epoch_hooks`` are called as ``hook(trial, epoch, logs)`` after every epoch; the worker
-    uses them for progress reporting. Everything else is stock keras-tuner.
+    uses them for progress reporting. A hook that returns True stops training the trial after
+    this epoch (early stopping); the trial still ends as COMPLETED with the epochs it trained.
+    Everything else is stock keras-tuner.
     """
 
     def __init__(
         self,
         *args: Any,
-        epoch_hooks: Sequence[Callable[[Any, int, dict], None]] = (),
+        epoch_hooks: Sequence[Callable[[Any, int, dict], bool | None]] = (),
         **kwargs: Any,
     ):
         self.epoch_hooks = list(epoch_hooks)
@@ -80,8 +82,9 @@ class ServiceTuner(keras_tuner.Tuner):
 
     def on_epoch_end(self, trial: Any, model: keras.Model, epoch: int, logs: dict | None = None):
         super().on_epoch_end(trial, model, epoch, logs=logs)
-        for hook in self.epoch_hooks:
-            hook(trial, epoch, dict(logs or {}))
+        stop = [hook(trial, epoch, dict(logs or {})) for hook in self.epoch_hooks]
+        if any(stop):
+            model.stop_training = True
 
 
 class ServiceHyperband(ServiceTuner, keras_tuner.Hyperband):

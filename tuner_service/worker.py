@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from tuner_service import data
 from tuner_service.client import ServiceOracleClient
 from tuner_service.models import load_hypermodel
+from tuner_service.reporting import EpochReporter
 from tuner_service.spec import StudySpec
 from tuner_service.tuners import ServiceTuner, build_oracle, build_tuner
 
@@ -89,6 +90,9 @@ class Worker:
         tuner.oracle = ServiceOracleClient(
             oracle, self.role.address, self.role.tuner_id, chief_deadline=self.chief_deadline
         )
+        if self.spec.early_stopping is not None:
+            # Per-epoch reports let the chief stop this worker's unpromising trials early.
+            tuner.epoch_hooks.append(EpochReporter(tuner.oracle, self.spec.objective))
         return tuner
 
     def run(self) -> None:

@@ -15,6 +15,7 @@ import keras_tuner
 from tuner_service.chief.ledger import STATE_FILE, Ledger
 from tuner_service.chief.server import make_server, set_not_serving
 from tuner_service.chief.servicer import OracleServicer
+from tuner_service.chief.stopping import build_early_stopping
 from tuner_service.spec import StudySpec
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,10 @@ class Chief:
         max_trials = getattr(oracle, "max_trials", None)
         self.ledger = Ledger(spec.name, max_trials, spec.project_dir / STATE_FILE)
         self.ledger.restore()
-        self.servicer = OracleServicer(oracle, self.ledger)
+        self.stopping = build_early_stopping(spec, oracle.objective.direction)
+        if self.stopping is not None:
+            self.stopping.restore(spec.project_dir)  # a restarted chief keeps its histories
+        self.servicer = OracleServicer(oracle, self.ledger, self.stopping)
         self.server, self.health, self.port = make_server(self.servicer, address, interceptors=interceptors)
         self._stop_reason: str | None = None
 
