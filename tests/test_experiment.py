@@ -1,0 +1,55 @@
+"""`tuner-service experiment`: the seed's protocol end to end, and its checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli, tiny_study
+from tuner_service.experiment import seed_observations, selection_check
+
+
+def test_seed_observations_are_checked_on_the_best_hyperparameters():
+    assert seed_observations("mlp", {"dropout": 0.2})["holds"] is True
+    assert seed_observations("mlp", {"dropout": 0.0})["holds"] is False
+    assert seed_observations("cnn", {"n_blocks": 2, "filters_0": 32, "filters_1": 64})["holds"] is True
+    assert seed_observations("cnn", {"n_blocks": 2, "filters_0": 64, "filters_1": 32})["holds"] is False
+    assert seed_observations("cnn", {"n_blocks": 1, "filters_0": 64})["holds"] is False
+
+
+def test_selection_check_catches_a_choice_not_made_by_validation_score():
+    trials = [
+        {"trial_id": "0", "status": "COMPLETED", "score": 0.8},
+        {"trial_id": "1", "status": "COMPLETED", "score": 0.9},
+        {"trial_id": "2", "status": "FAILED", "score": None},
+    ]
+    ok = selection_check({"objective": "val_accuracy", "trials": trials, "best_trial_id": "1"})
+    assert ok["ok"] and ok["best_validation_score"] == 0.9
+    assert not selection_check({"objective": "val_accuracy", "trials": trials, "best_trial_id": "0"})["ok"]
+    assert selection_check({"objective": "val_loss", "trials": trials, "best_trial_id": "0"})["ok"]
+
+
+@pytest.mark.e2e
+def test_experiment_runs_the_seed_protocol(tmp_path: Path):
+    study = tiny_study(tmp_path, name="exp", max_trials=2, epochs=2, tuner={"type": "bayesian"})
+    proc = cli("experiment", "--model", "mlp", "-c", str(study), "-w", "1", "--no-progress", timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    project = tmp_path / "studies" / "exp"
+    cmp = json.loads((project / "experiment.json").read_text())
+    results = json.loads((project / "results.json").read_text())
+    # Baseline and tuned model were both tested, after the search chose by validation score.
+    assert 0 < cmp["baseline_test_accuracy"] <= 1 and 0 < cmp["tuned_test_accuracy"] <= 1
+    assert cmp["tuned_test_accuracy"] == results["test_accuracy"]
+    assert cmp["selection"]["ok"] and cmp["selection"]["best_trial_id"] == results["best_trial_id"]
+    assert cmp["seed"] == {"baseline": 86.6, "tuned": 88.2, "note": "Bayesian optimization, about one hour"}
+    assert cmp["seed_observation"]["claim"] == "the tuner picks a non-zero dropout"
+    md = (project / "experiment.md").read_text()
+    assert "| test accuracy, seed (full data) | 86.6 % | 88.2 % | +1.6 points |" in md
+    assert f"tuner-service experiment --model mlp -c {study}" in md
+    assert (project / "report.html").exists() and (project / "baseline.json").exists()
+    assert "86.6" in proc.stdout  # the table is printed too
+
+    again = cli("experiment", "--model", "mlp", "-c", str(study), "--no-progress", timeout=60)
+    assert again.returncode == 2 and "already holds a finished search" in again.stderr
