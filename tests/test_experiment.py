@@ -53,3 +53,14 @@ def test_experiment_runs_the_seed_protocol(tmp_path: Path):
 
     again = cli("experiment", "--model", "mlp", "-c", str(study), "--no-progress", timeout=60)
     assert again.returncode == 2 and "already holds a finished search" in again.stderr
+
+
+def test_experiment_overrides_without_a_study_file():
+    from tuner_service import spec as spec_module
+    from tuner_service.experiment import experiment_overrides
+
+    overrides = experiment_overrides("cnn", None, ["tuner.num_initial_points=4", "baseline=false"])
+    spec = spec_module.load(None, overrides)
+    assert spec.name == "experiment-cnn" and spec.model == "cnn"
+    assert spec.tuner.type == "bayesian" and spec.tuner.num_initial_points == 4
+    assert spec.baseline and spec.retrain_best  # the protocol needs both, whatever was asked

@@ -126,7 +126,10 @@ class StudySpec(_Strict):
     @field_validator("tuner", mode="before")
     @classmethod
     def _tuner_shorthand(cls, v: Any) -> Any:
-        # `tuner: random` is accepted as short for `tuner: {type: random}`.
+        # `tuner: random` is accepted as short for `tuner: {type: random}`; a mapping without a
+        # type (e.g. only `--set tuner.num_initial_points=4`) is the default, Bayesian.
+        if isinstance(v, dict) and "type" not in v:
+            return {"type": "bayesian", **v}
         return {"type": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
