@@ -8,7 +8,7 @@ search both runs train the very same trials and a difference comes from stopping
 
 Goal (issue 7): at least 30 % fewer epochs for at most 0.2 points of best validation accuracy.
 
-Run (about 10 minutes on 2 cores)::
+Run (about 15 minutes on 2 otherwise idle cores)::
 
     KERAS_HOME=/work/shared/data/keras nice python bench/early_stopping.py \\
         --out docs/bench/early_stopping.json
@@ -34,14 +34,32 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+DEFAULT_VARIANTS = ("median:min_epochs=2:min_trials=3", "median:min_epochs=1:min_trials=3")
 CONTRACT = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
-def study(args: argparse.Namespace, tuner: str, seed: int, stopping: bool, directory: str) -> Any:
+def parse_variant(text: str) -> dict[str, Any]:
+    """``median:min_epochs=2:min_trials=3`` -> the study's ``early_stopping`` settings."""
+    rule, *pairs = text.split(":")
+    settings: dict[str, Any] = {"rule": rule}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        settings[key] = int(value)
+    return settings
+
+
+def study(
+    args: argparse.Namespace,
+    tuner: str,
+    seed: int,
+    stopping: dict[str, Any] | None,
+    directory: str,
+    label: str,
+) -> Any:
     from tuner_service import spec as spec_module
 
     overrides = [
-        f"name={tuner}-{seed}-{'on' if stopping else 'off'}",
+        f"name={tuner}-{seed}-{label}",
         f"model={args.model}",
         f"tuner.type={tuner}",
         f"max_trials={args.max_trials}",
@@ -54,12 +72,8 @@ def study(args: argparse.Namespace, tuner: str, seed: int, stopping: bool, direc
     ]
     if tuner == "bayesian":
         overrides.append(f"tuner.num_initial_points={args.initial_points}")
-    if stopping:
-        overrides += [
-            f"early_stopping.rule={args.rule}",
-            f"early_stopping.min_epochs={args.min_epochs}",
-            f"early_stopping.min_trials={args.min_trials}",
-        ]
+    for key, value in (stopping or {}).items():
+        overrides.append(f"early_stopping.{key}={value}")
     return spec_module.load(None, overrides)
 
 
@@ -139,43 +153,42 @@ def run_search(spec: Any, splits: Any) -> dict[str, Any]:
 
 def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        f"model {args.model}, {args.max_trials} trials x {args.epochs} epochs, rule {args.rule} "
-        f"(min_epochs={args.min_epochs}, min_trials={args.min_trials}), seeds {args.seeds}",
+        f"model {args.model}, {args.max_trials} trials x {args.epochs} epochs, batch {args.batch_size}, "
+        f"seeds {args.seeds}; every variant is compared with the same seed's search without stopping",
         "",
-        "| tuner | seed | epochs off → on | saved | CPU s off → on | wall s off → on "
-        "| best val acc off → on | Δ points "
-        "| stopped |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| tuner | early stopping | seed | epochs off → on | saved | CPU s off → on | wall s off → on "
+        "| best val acc off → on | Δ points | stopped |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    by_tuner: dict[str, list[tuple[dict, dict]]] = {}
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
     for r in runs:
-        by_tuner.setdefault(r["tuner"], []).append((r["off"], r["on"]))
-        off, on = r["off"], r["on"]
-        lines.append(
-            f"| {r['tuner']} | {r['seed']} | {off['epochs']} → {on['epochs']} "
-            f"| {1 - on['epochs'] / off['epochs']:.0%} "
-            f"| {off['cpu_seconds']:.0f} → {on['cpu_seconds']:.0f} "
-            f"| {off['wall_seconds']:.0f} → {on['wall_seconds']:.0f} "
-            f"| {off['best_val_accuracy']:.4f} → {on['best_val_accuracy']:.4f} "
-            f"| {100 * (on['best_val_accuracy'] - off['best_val_accuracy']):+.2f} "
-            f"| {on['trials_stopped']}/{len(on['trials'])} |"
-        )
+        off = r["off"]
+        for label, on in r["on"].items():
+            groups.setdefault((r["tuner"], label), []).append((off, on))
+            lines.append(
+                f"| {r['tuner']} | {label} | {r['seed']} | {off['epochs']} → {on['epochs']} "
+                f"| {1 - on['epochs'] / off['epochs']:.0%} "
+                f"| {off['cpu_seconds']:.0f} → {on['cpu_seconds']:.0f} "
+                f"| {off['wall_seconds']:.0f} → {on['wall_seconds']:.0f} "
+                f"| {off['best_val_accuracy']:.4f} → {on['best_val_accuracy']:.4f} "
+                f"| {100 * (on['best_val_accuracy'] - off['best_val_accuracy']):+.2f} "
+                f"| {on['trials_stopped']}/{len(on['trials'])} |"
+            )
     lines += [
         "",
-        "| tuner | epochs saved (mean) | CPU time saved | wall time saved | best val acc Δ, points (mean) "
-        "| worst Δ | goal met |",
-        "|---|---|---|---|---|---|---|",
+        "| tuner | early stopping | epochs saved (mean) | CPU time saved | wall time saved "
+        "| best val acc Δ, points (mean) | worst Δ | goal met |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for tuner, pairs in by_tuner.items():
+    for (tuner, label), pairs in groups.items():
         saved = statistics.fmean(1 - on["epochs"] / off["epochs"] for off, on in pairs)
         wall = statistics.fmean(1 - on["wall_seconds"] / off["wall_seconds"] for off, on in pairs)
         cpu = statistics.fmean(1 - on["cpu_seconds"] / off["cpu_seconds"] for off, on in pairs)
         deltas = [100 * (on["best_val_accuracy"] - off["best_val_accuracy"]) for off, on in pairs]
         met = saved >= 0.30 and statistics.fmean(deltas) >= -0.2
         lines.append(
-            f"| {tuner} | {saved:.0%} | {cpu:.0%} | {wall:.0%} | {statistics.fmean(deltas):+.2f} "
-            f"| {min(deltas):+.2f} "
-            f"| {'yes' if met else 'no'} |"
+            f"| {tuner} | {label} | {saved:.0%} | {cpu:.0%} | {wall:.0%} | {statistics.fmean(deltas):+.2f} "
+            f"| {min(deltas):+.2f} | {'yes' if met else 'no'} |"
         )
     return "\n".join(lines)
 
@@ -189,11 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--initial-points", type=int, default=4, help="Bayesian: random trials first")
-    p.add_argument("--rule", default="median", choices=["median", "halving"])
-    p.add_argument("--min-epochs", type=int, default=2)
-    p.add_argument("--min-trials", type=int, default=3)
+    p.add_argument(
+        "--variant",
+        action="append",
+        help="early-stopping settings to compare, RULE[:KEY=INT...], repeatable "
+        f"(default: {' '.join(DEFAULT_VARIANTS)})",
+    )
     p.add_argument("--out", type=Path, help="write every run's numbers here (JSON)")
     args = p.parse_args(argv)
+    args.variant = args.variant or list(DEFAULT_VARIANTS)
     if not os.environ.get("KERAS_HOME"):
         print(
             "set KERAS_HOME (e.g. /work/shared/data/keras) so the Fashion-MNIST sample loads", file=sys.stderr
@@ -210,15 +227,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-es-") as tmp:
         for tuner in args.tuners:
             for seed in args.seeds:
-                row: dict[str, Any] = {"tuner": tuner, "seed": seed}
-                for mode in ("off", "on"):
-                    spec = study(args, tuner, seed, mode == "on", tmp)
+                row: dict[str, Any] = {"tuner": tuner, "seed": seed, "on": {}}
+                for index, label in enumerate(["off", *args.variant]):
+                    stopping = None if label == "off" else parse_variant(label)
+                    spec = study(args, tuner, seed, stopping, tmp, f"v{index}")
                     splits = data.load(spec.data, spec.seed)
-                    row[mode] = run_search(spec, splits)
+                    result = run_search(spec, splits)
+                    if stopping is None:
+                        row["off"] = result
+                    else:
+                        row["on"][label] = result
                     print(
-                        f"{tuner} seed {seed} {mode}: {row[mode]['epochs']} epochs, "
-                        f"{row[mode]['wall_seconds']:.0f}s wall, {row[mode]['cpu_seconds']:.0f}s CPU, "
-                        f"best {row[mode]['best_val_accuracy']:.4f}",
+                        f"{tuner} seed {seed} {label}: {result['epochs']} epochs, "
+                        f"{result['wall_seconds']:.0f}s wall, {result['cpu_seconds']:.0f}s CPU, "
+                        f"best {result['best_val_accuracy']:.4f}",
                         file=sys.stderr,
                         flush=True,
                     )

@@ -177,7 +177,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     print(f"[1/3] baseline {spec.model}: train and test the hand-built model", flush=True)
     experiment.run_baseline_step(spec)
     print("[2/3] search (validation data only), then retrain the best and test it", flush=True)
-    code = _search(spec, args, overrides)
+    # Chief and workers read one study file; the resolved one is also the experiment's record.
+    study = experiment.write_study(spec)
+    args.config = str(study)
+    code = _search(spec, args, [])
     if code != 0:
         return code
     print("[3/3] comparison and report", flush=True)

@@ -24,6 +24,7 @@ from tuner_service.spec import StudySpec
 
 EXPERIMENT_JSON = "experiment.json"
 EXPERIMENT_MD = "experiment.md"
+STUDY_FILE = "experiment-study.yaml"
 
 # The seed's results on full Fashion-MNIST (test accuracy, %), see SEED.md.
 SEED_RESULTS = {
@@ -175,6 +176,18 @@ def write(spec: StudySpec, cmp: dict[str, Any], command: str | None = None) -> P
     path = spec.project_dir / EXPERIMENT_MD
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(markdown(cmp, command))
+    tmp.replace(path)
+    return path
+
+
+def write_study(spec: StudySpec) -> Path:
+    """The resolved study file (study file + overrides) in the project: what chief and workers run."""
+    from tuner_service.spec import dump
+
+    spec.project_dir.mkdir(parents=True, exist_ok=True)
+    path = spec.project_dir / STUDY_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(dump(spec))
     tmp.replace(path)
     return path
 
