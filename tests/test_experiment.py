@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, tiny_study
+from tests.conftest import cli
 from tuner_service.experiment import seed_observations, selection_check
 
 
@@ -33,10 +33,23 @@ def test_selection_check_catches_a_choice_not_made_by_validation_score():
 
 @pytest.mark.e2e
 def test_experiment_runs_the_seed_protocol(tmp_path: Path):
-    study = tiny_study(tmp_path, name="exp", max_trials=2, epochs=2, tuner={"type": "bayesian"})
-    proc = cli("experiment", "--model", "mlp", "-c", str(study), "-w", "1", "--no-progress", timeout=500)
+    # No study file: the defaults plus --set, as in docs/results.md.
+    settings = [
+        f"directory={tmp_path / 'studies'}",
+        "max_trials=2",
+        "epochs=2",
+        "batch_size=64",
+        "seed=1",
+        "data.max_train_samples=400",
+        "metrics_port=0",
+        "status_port=0",
+    ]
+    args = ["experiment", "--model", "mlp", "-w", "1", "--no-progress"]
+    for item in settings:
+        args += ["--set", item]
+    proc = cli(*args, timeout=500)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    project = tmp_path / "studies" / "exp"
+    project = tmp_path / "studies" / "experiment-mlp"
     cmp = json.loads((project / "experiment.json").read_text())
     results = json.loads((project / "results.json").read_text())
     # Baseline and tuned model were both tested, after the search chose by validation score.
@@ -47,11 +60,12 @@ def test_experiment_runs_the_seed_protocol(tmp_path: Path):
     assert cmp["seed_observation"]["claim"] == "the tuner picks a non-zero dropout"
     md = (project / "experiment.md").read_text()
     assert "| test accuracy, seed (full data) | 86.6 % | 88.2 % | +1.6 points |" in md
-    assert f"tuner-service experiment --model mlp -c {study}" in md
+    assert "tuner-service experiment --model mlp -w 1 --no-progress --set directory=" in md
     assert (project / "report.html").exists() and (project / "baseline.json").exists()
+    assert (project / "experiment-study.yaml").exists()  # what chief and workers ran
     assert "86.6" in proc.stdout  # the table is printed too
 
-    again = cli("experiment", "--model", "mlp", "-c", str(study), "--no-progress", timeout=60)
+    again = cli(*args, timeout=60)
     assert again.returncode == 2 and "already holds a finished search" in again.stderr
 
 

@@ -170,6 +170,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from tuner_service import experiment
 
+    if args.repeats < 0:
+        raise UsageError("--repeats must be 0 or more")
     overrides = experiment.experiment_overrides(args.model, args.config, args.set)
     spec = spec_module.load(args.config, overrides)
     experiment.check_fresh(spec)
@@ -183,9 +185,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     code = _search(spec, args, [])
     if code != 0:
         return code
-    print("[3/3] comparison and report", flush=True)
+    print(f"[3/3] comparison ({args.repeats} more retrains of each) and report", flush=True)
     command = shlex.join(["tuner-service", *(args.argv or [])])
-    cmp = experiment.finish(spec, command)
+    cmp = experiment.finish(spec, command, repeats=args.repeats)
     from tuner_service.report import write_report
 
     write_report(spec)
@@ -256,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _study_args(p, required=False)
     p.add_argument("--model", required=True, choices=["mlp", "cnn"])
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="also retrain baseline and best N times each and report mean test accuracy (0: off)",
+    )
     p.add_argument("--workers", "-w", type=int, default=2)
     p.add_argument("--no-progress", action="store_true", help="plain log lines, no live table")
     p.set_defaults(func=cmd_experiment)

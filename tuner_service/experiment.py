@@ -16,6 +16,7 @@ Writes ``<directory>/<name>/experiment.json`` and ``experiment.md`` (plus the se
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,11 @@ def comparison(spec: StudySpec, results: dict[str, Any], baseline: dict[str, Any
     return out
 
 
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.1f} ± {100 * sd:.1f} %"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
@@ -146,6 +152,13 @@ def markdown(cmp: dict[str, Any], command: str | None = None) -> str:
         f"| validation accuracy, this run | {_pct(cmp['baseline_val_accuracy'])} "
         f"| {_pct(cmp['tuned_val_score'])} (best trial) | |",
     ]
+    rep = cmp.get("repeated")
+    if rep and rep["baseline"] and rep["tuned"]:
+        b, t = _mean_sd(rep["baseline"]), _mean_sd(rep["tuned"])
+        lines.append(
+            f"| test accuracy, mean ± sd of {len(rep['tuned'])} retrains | {b} | {t} "
+            f"| {100 * (statistics.fmean(rep['tuned']) - statistics.fmean(rep['baseline'])):+.1f} points |"
+        )
     if seed:
         lines.append(
             f"| test accuracy, seed (full data) | {seed['baseline']:.1f} % | {seed['tuned']:.1f} % "
@@ -192,13 +205,52 @@ def write_study(spec: StudySpec) -> Path:
     return path
 
 
+def repeated_tests(spec: StudySpec, repeats: int) -> dict[str, list[float]]:
+    """Retrain the baseline and the best hyperparameters ``repeats`` times each (seeds
+    ``seed``, ``seed+1``...) and test every model: one retrain is noisy on small data.
+
+    Only the search's choice (best trial by validation score) is trained here; the test set
+    scores it, it chooses nothing.
+    """
+    import keras
+    import keras_tuner
+
+    from tuner_service import data
+    from tuner_service.models import load_hypermodel
+    from tuner_service.models.seed import BASELINES
+    from tuner_service.results import load_results
+
+    results = load_results(spec) or {}
+    best_id = results.get("best_trial_id")
+    if best_id is None:
+        raise ExperimentError("the search chose no trial; nothing to test")
+    trial = keras_tuner.engine.trial.Trial.load(str(spec.project_dir / f"trial_{best_id}" / "trial.json"))
+    hypermodel = load_hypermodel(spec.model)
+    splits = data.load(spec.data, spec.seed)
+    out: dict[str, list[float]] = {"baseline": [], "tuned": []}
+    for i in range(repeats):
+        for kind in ("baseline", "tuned"):
+            keras.utils.set_random_seed((spec.seed or 0) + i)
+            model = BASELINES[spec.model]() if kind == "baseline" else hypermodel.build(trial.hyperparameters)
+            model.fit(
+                splits.x_train,
+                splits.y_train,
+                validation_data=(splits.x_val, splits.y_val),
+                epochs=spec.epochs,
+                batch_size=spec.batch_size,
+                verbose=0,
+            )
+            out[kind].append(float(model.evaluate(splits.x_test, splits.y_test, verbose=0)[1]))
+    return out
+
+
 def run_baseline_step(spec: StudySpec) -> dict[str, Any]:
     from tuner_service.results import run_baseline
 
     return run_baseline(spec)
 
 
-def finish(spec: StudySpec, command: str | None = None) -> dict[str, Any]:
+def finish(spec: StudySpec, command: str | None = None, repeats: int = 0) -> dict[str, Any]:
     """After the search (chief finalized results.json): build, write and return the comparison."""
     from tuner_service.results import BASELINE, load_json, load_results
 
@@ -206,5 +258,7 @@ def finish(spec: StudySpec, command: str | None = None) -> dict[str, Any]:
     if results is None:
         raise ExperimentError(f"the search left no results at {spec.project_dir / 'results.json'}")
     cmp = comparison(spec, results, load_json(spec.project_dir / BASELINE))
+    if repeats > 0:
+        cmp["repeated"] = repeated_tests(spec, repeats)
     write(spec, cmp, command)
     return cmp
