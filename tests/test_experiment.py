@@ -19,6 +19,19 @@ def test_seed_observations_are_checked_on_the_best_hyperparameters():
     assert seed_observations("cnn", {"n_blocks": 1, "filters_0": 64})["holds"] is False
 
 
+def test_only_the_layers_in_use_are_shown():
+    from tuner_service.experiment import active_hyperparameters
+
+    assert active_hyperparameters("mlp", {"n_layers": 1, "units_0": 50, "units_1": 200, "dropout": 0.1}) == {
+        "n_layers": 1,
+        "units_0": 50,
+        "dropout": 0.1,
+    }
+    cnn = {"n_blocks": 2, "filters_0": 32, "filters_1": 64, "filters_2": 32, "padding_2": "same"}
+    assert active_hyperparameters("cnn", cnn) == {"n_blocks": 2, "filters_0": 32, "filters_1": 64}
+    assert active_hyperparameters("pkg.mod:Model", {"units_5": 1}) == {"units_5": 1}
+
+
 def test_selection_check_catches_a_choice_not_made_by_validation_score():
     trials = [
         {"trial_id": "0", "status": "COMPLETED", "score": 0.8},
@@ -44,7 +57,7 @@ def test_experiment_runs_the_seed_protocol(tmp_path: Path):
         "metrics_port=0",
         "status_port=0",
     ]
-    args = ["experiment", "--model", "mlp", "-w", "1", "--no-progress"]
+    args = ["experiment", "--model", "mlp", "-w", "1", "--repeats", "1", "--no-progress"]
     for item in settings:
         args += ["--set", item]
     proc = cli(*args, timeout=500)
@@ -56,11 +69,12 @@ def test_experiment_runs_the_seed_protocol(tmp_path: Path):
     assert 0 < cmp["baseline_test_accuracy"] <= 1 and 0 < cmp["tuned_test_accuracy"] <= 1
     assert cmp["tuned_test_accuracy"] == results["test_accuracy"]
     assert cmp["selection"]["ok"] and cmp["selection"]["best_trial_id"] == results["best_trial_id"]
+    assert len(cmp["repeated"]["baseline"]) == len(cmp["repeated"]["tuned"]) == 1
     assert cmp["seed"] == {"baseline": 86.6, "tuned": 88.2, "note": "Bayesian optimization, about one hour"}
     assert cmp["seed_observation"]["claim"] == "the tuner picks a non-zero dropout"
     md = (project / "experiment.md").read_text()
     assert "| test accuracy, seed (full data) | 86.6 % | 88.2 % | +1.6 points |" in md
-    assert "tuner-service experiment --model mlp -w 1 --no-progress --set directory=" in md
+    assert "tuner-service experiment --model mlp -w 1 --repeats 1 --no-progress --set directory=" in md
     assert (project / "report.html").exists() and (project / "baseline.json").exists()
     assert (project / "experiment-study.yaml").exists()  # what chief and workers ran
     assert "86.6" in proc.stdout  # the table is printed too

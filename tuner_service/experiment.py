@@ -54,6 +54,24 @@ def check_fresh(spec: StudySpec) -> None:
         )
 
 
+def active_hyperparameters(model: str, hps: dict[str, Any]) -> dict[str, Any]:
+    """Drop the seed models' per-layer values beyond the chosen depth (keras-tuner keeps values
+    for every hyperparameter in the space, used or not)."""
+    depth_key, per_layer = {
+        "mlp": ("n_layers", ("units_",)),
+        "cnn": ("n_blocks", ("filters_", "padding_")),
+    }.get(model, (None, ()))
+    if depth_key is None or depth_key not in hps:
+        return dict(hps)
+    depth = int(hps[depth_key])
+    out = {}
+    for key, value in hps.items():
+        prefix = next((p for p in per_layer if key.startswith(p) and key[len(p) :].isdigit()), None)
+        if prefix is None or int(key[len(prefix) :]) < depth:
+            out[key] = value
+    return out
+
+
 def seed_observations(model: str, best_hps: dict[str, Any]) -> dict[str, Any]:
     """The seed's observations (SEED.md), checked on the best hyperparameters found."""
     if model == "mlp":
@@ -74,6 +92,17 @@ def seed_observations(model: str, best_hps: dict[str, Any]) -> dict[str, Any]:
             "holds": grows,
         }
     return {}
+
+
+def _growing_filters(model: str, results: dict[str, Any]) -> list[str] | None:
+    """CNN only: the trials whose filter counts grow block after block (the space allows it)."""
+    if model != "cnn":
+        return None
+    out = []
+    for row in results.get("trials", []):
+        if seed_observations("cnn", active_hyperparameters("cnn", row.get("hyperparameters") or {}))["holds"]:
+            out.append(row["trial_id"])
+    return out
 
 
 def selection_check(results: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +145,7 @@ def comparison(spec: StudySpec, results: dict[str, Any], baseline: dict[str, Any
         "best_hyperparameters": best_hps,
         "seed": SEED_RESULTS.get(spec.model),
         "seed_observation": seed_observations(spec.model, best_hps),
+        "trials_with_growing_filters": _growing_filters(spec.model, results),
         "selection": selection_check(results),
     }
     if out["baseline_test_accuracy"] is not None and out["tuned_test_accuracy"] is not None:
@@ -173,6 +203,12 @@ def markdown(cmp: dict[str, Any], command: str | None = None) -> str:
         lines.append(
             f"Seed observation, {obs['claim']}: {obs['found']} → "
             f"{'holds' if obs['holds'] else 'does not hold'}."
+        )
+    growing = cmp.get("trials_with_growing_filters")
+    if growing is not None:
+        lines.append(
+            f"Trials whose filter counts grow block after block: {len(growing)} of {cmp['trials_completed']}"
+            + (f" ({', '.join(growing)})." if growing else ".")
         )
     sel = cmp["selection"]
     lines.append(

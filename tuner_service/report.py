@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuner_service.experiment import active_hyperparameters
 from tuner_service.spec import StudySpec
 
 REPORT_HTML = "report.html"
@@ -114,11 +115,14 @@ def load(spec: StudySpec) -> SearchView:
                 trial_id=tid,
                 status=str(raw.get("status")),
                 score=raw.get("score"),
-                hyperparameters={
-                    k: v
-                    for k, v in (raw.get("hyperparameters", {}).get("values") or {}).items()
-                    if not k.startswith("tuner/")
-                },
+                hyperparameters=active_hyperparameters(
+                    spec.model,
+                    {
+                        k: v
+                        for k, v in (raw.get("hyperparameters", {}).get("values") or {}).items()
+                        if not k.startswith("tuner/")
+                    },
+                ),
                 curves=_curves(raw),
                 started_at=rec.get("started_at"),
                 ended_at=rec.get("ended_at"),
