@@ -65,7 +65,7 @@ class EarlyStoppingSpec(_Strict):
     """Stop unpromising trials early (decided by the chief; see tuner_service/chief/stopping.py)."""
 
     rule: Literal["median", "halving"] = "median"
-    min_epochs: int = Field(2, ge=1, description="epochs every trial trains before it can stop")
+    min_epochs: int = Field(1, ge=1, description="epochs every trial trains before it can stop")
     min_trials: int = Field(3, ge=1, description="trials to compare with before stopping any")
     reduction_factor: int = Field(3, ge=2, description="halving only: keep the top 1/factor")
 
