@@ -73,7 +73,7 @@ class MedianRule(StoppingRule):
     epoch. Never stops before ``min_trials`` trials have finished.
     """
 
-    min_epochs: int = 2
+    min_epochs: int = 1
     min_trials: int = 3
 
     def should_stop(self, curve: Curve, finished: Sequence[Curve], others: Sequence[Curve]) -> bool:
