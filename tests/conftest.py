@@ -57,11 +57,15 @@ def tiny_study(tmp_path: Path, **overrides: Any) -> Path:
     return path
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m tuner_service ARGS`` as a real process."""
     return subprocess.run(
         [sys.executable, "-m", "tuner_service", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or REPO,
         env={**os.environ, **(env or {})},
     )

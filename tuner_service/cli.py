@@ -1,5 +1,4 @@
-"""Command line: thin subcommands over the library (run, chief, worker, baseline, results,
-experiment, report).
+"""Command line: thin subcommands (run, chief, worker, baseline, results, status, experiment, report).
 
 Heavy imports (TensorFlow, keras-tuner, gRPC) happen inside the subcommands so ``--help`` and
 spec errors are instant. Exit codes: 0 ok, 1 the search failed, 2 bad input (study file,
@@ -14,13 +13,18 @@ import logging
 import os
 import shlex
 import sys
+import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from typing import Any
 
 from tuner_service import spec as spec_module
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 METRICS_PORT_ENV = "TUNER_SERVICE_METRICS_PORT"
 STATUS_PORT_ENV = "TUNER_SERVICE_STATUS_PORT"
+# Seconds a chief or worker keeps serving /metrics after its work, so a last scrape sees final values.
+METRICS_LINGER_ENV = "TUNER_SERVICE_METRICS_LINGER"
 
 
 class UsageError(Exception):
@@ -45,14 +49,76 @@ def _env_port(name: str, default: int) -> int:
     return int(raw)
 
 
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name) or ""
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise UsageError(f"{name}={raw!r}: expected seconds between 0 and 3600")
+    return value
+
+
+def _chief_ports(spec: spec_module.StudySpec) -> tuple[int, int, float]:
+    """(metrics port, status port, linger seconds): the study's, overridden by the environment."""
+    return (
+        _env_port(METRICS_PORT_ENV, spec.metrics_port),
+        _env_port(STATUS_PORT_ENV, spec.status_port),
+        _env_seconds(METRICS_LINGER_ENV, 0.0),
+    )
+
+
+def _serve_chief_observability(
+    spec: spec_module.StudySpec, chief: Any, host: str, ports: tuple[int, int, float], stack: ExitStack
+) -> None:
+    """Start the chief's /metrics and status servers (port 0 = off); stop them when ``stack`` closes."""
+    from tuner_service.metrics import ChiefMetrics, serve
+    from tuner_service.status import endpoints
+    from tuner_service.status.history import HISTORY_FILE
+    from tuner_service.status.server import make_status_server
+
+    metrics_port, status_port, linger = ports
+    oracle = chief.oracle
+    direction = oracle.objective.direction
+    bound = {"metrics_port": 0, "status_port": 0}
+    try:
+        if metrics_port:
+            metrics = ChiefMetrics(
+                chief.ledger,
+                objective=spec.objective,
+                direction=direction,
+                tuner=spec.tuner.type,
+                model=spec.model,
+            ).attach(chief.servicer)
+            server = serve(metrics.registry, metrics_port, host)
+            stack.callback(server.close)
+            bound["metrics_port"] = server.port
+        if status_port:
+            status = make_status_server(
+                chief.ledger,
+                f"{host}:{status_port}",
+                objective=spec.objective,
+                direction=direction,
+                history_path=spec.project_dir / HISTORY_FILE,
+            ).start()
+            stack.callback(status.close)
+            bound["status_port"] = status.port
+    except OSError as err:
+        raise UsageError(f"cannot serve metrics or status on {host} ({err})") from None
+    endpoints.write(spec.project_dir, host, **bound)
+    if linger and metrics_port:
+        stack.callback(time.sleep, linger)  # runs first on exit: both servers still answer
+
+
 # -- subcommands -----------------------------------------------------------------------------
 def cmd_chief(args: argparse.Namespace) -> int:
     spec = _load_spec(args)
+    ports = _chief_ports(spec)  # bad settings fail before TensorFlow loads
     _quiet_tensorflow()
     from tuner_service import compat
     from tuner_service.chief.chief import Chief
     from tuner_service.models import load_hypermodel
-    from tuner_service.results import finalize
     from tuner_service.tuners import build_tuner
     from tuner_service.worker import Role
 
@@ -65,6 +131,14 @@ def cmd_chief(args: argparse.Namespace) -> int:
     tuner = build_tuner(spec, hypermodel)
     tuner.save()
     chief = Chief(spec, tuner.oracle, address=role.address)
+    with ExitStack() as stack:  # metrics and status stay up until the chief exits
+        _serve_chief_observability(spec, chief, role.oracle_ip, ports, stack)
+        return _serve_chief(spec, chief, tuner)
+
+
+def _serve_chief(spec: spec_module.StudySpec, chief: Any, tuner: Any) -> int:
+    from tuner_service.results import finalize
+
     chief.install_signal_handlers()
     outcome = chief.serve()
     logging.info("search %s %s", outcome.state, outcome.message)
@@ -80,6 +154,8 @@ def cmd_chief(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     spec = _load_spec(args)
+    metrics_port = _env_port(METRICS_PORT_ENV, 0)  # pods and `run` set it; off by default
+    linger = _env_seconds(METRICS_LINGER_ENV, 0.0) if metrics_port else 0.0
     _quiet_tensorflow()
     from tuner_service import compat
     from tuner_service.client import ChiefUnreachable, SearchFailed
@@ -87,8 +163,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     compat.check_version()
     role = Role.from_env(os.environ, chief=False)
+    metrics = None
+    if metrics_port:
+        from tuner_service.metrics import WorkerMetrics, serve
+
+        metrics = WorkerMetrics(spec.name, role.tuner_id)
+        try:
+            serve(metrics.registry, metrics_port)
+        except OSError as err:
+            raise UsageError(f"{METRICS_PORT_ENV}={metrics_port}: cannot serve metrics ({err})") from None
     try:
-        Worker(spec, role, chief_deadline=args.chief_deadline).run()
+        Worker(spec, role, chief_deadline=args.chief_deadline, metrics=metrics).run()
+        time.sleep(linger)  # a last scrape sees the last epoch
     except ChiefUnreachable as err:
         print(f"worker {role.tuner_id}: giving up: {err}", file=sys.stderr)
         return EXIT_FAILED
@@ -102,12 +188,22 @@ def _search(spec: spec_module.StudySpec, args: argparse.Namespace, overrides: li
     """A local chief + workers search (shared by `run` and `experiment`); its exit code."""
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if not spec.is_seed_model:
+        # Fail fast, in this process, on a user model that cannot be imported.
+        _quiet_tensorflow()
+        from tuner_service.models import load_hypermodel
+
+        load_hypermodel(spec.model)
     from tuner_service.local import LocalRun
     from tuner_service.progress import Progress
 
     run = LocalRun(spec, args.config, overrides, workers=args.workers)
     print(f"study {spec.name!r}: chief + {args.workers} workers, logs in {run.log_dir}")
     run.start()
+    if run.metrics_port:
+        print(f"metrics: http://{run.host}:{run.metrics_port}/metrics")
+    if spec.status_port:
+        print(f"watch it: tuner-service status --config {args.config} --watch")
     progress = Progress(spec, enabled=not args.no_progress)
     try:
         with progress:
@@ -205,6 +301,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    if bool(args.config) == bool(args.chief):
+        raise UsageError("give either --config (the study file) or --chief host:port")
+    if args.chief and (":" not in args.chief or not args.chief.rsplit(":", 1)[1].isdigit()):
+        raise UsageError(f"--chief {args.chief!r}: expected host:port")
+    from tuner_service.status import cli as status_cli
+
+    if args.chief:
+        source = status_cli.Source.for_chief(args.chief)
+    else:
+        spec = _load_spec(args)
+        port = _env_port(STATUS_PORT_ENV, spec.status_port)
+        source = status_cli.Source.for_study(spec.project_dir, spec.name, port, spec.objective)
+    return status_cli.main(source, as_json=args.json, follow=args.watch, wait=args.wait)
+
+
 # -- parser ----------------------------------------------------------------------------------
 def _study_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", "-c", required=required, help="study file (YAML)")
@@ -271,6 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write <directory>/<name>/report.html and report.md of a search")
     _study_args(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("status", help="a search's live state from the chief's status API")
+    _study_args(p, required=False)
+    p.add_argument("--chief", metavar="HOST:PORT", help="the chief's status address (instead of --config)")
+    p.add_argument("--watch", action="store_true", help="redraw on every event until the search ends")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --watch: how long to wait for a chief that is still starting (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output (JSON lines with --watch)")
+    p.set_defaults(func=cmd_status)
     return parser
 
 

@@ -123,6 +123,11 @@ class LocalRun:
                 if on_tick:
                     on_tick(read_snapshot(self.spec.project_dir), self.procs)
                 time.sleep(tick)
+            if self.chief.returncode != 0:
+                # The search cannot go on without its chief: do not let workers wait for it.
+                for proc in self.procs[1:]:
+                    if proc.returncode is None:
+                        proc.popen.terminate()
             # The chief exits after the last trial; healthy workers were told STOPPED already.
             for proc in self.procs[1:]:
                 try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from tuner_service.spec import StudySpec
 
@@ -41,19 +42,19 @@ class Progress:
         done = counts.get("COMPLETED", 0)
         total = snap.get("max_trials") or "?"
         return (
-            f"[{snap.get('state')}] trials {done}/{total} completed, "
+            f"{snap.get('state')}: trials {done}/{total} completed, "
             f"{counts.get('RUNNING', 0)} running, {counts.get('FAILED', 0)} failed; "
             f"best {self.spec.objective} {_fmt(snap.get('best_score'))}"
         )
 
-    def table(self, snap: dict[str, Any], procs: list[Any]) -> Table:
-        table = Table(title=self.summary(snap), title_justify="left")
+    def table(self, snap: dict[str, Any], procs: list[Any]) -> Group:
+        table = Table()
         for col in ("process", "state", "trial", "completed", "exit"):
             table.add_column(col)
         workers = snap.get("workers", {})
         for proc in procs:
             w = workers.get(proc.name, {})
-            state = "serving" if proc.name == "chief" else w.get("state", "starting")
+            state = snap.get("state", "starting") if proc.name == "chief" else w.get("state", "starting")
             table.add_row(
                 proc.name,
                 state,
@@ -61,7 +62,7 @@ class Progress:
                 str(w.get("trials_completed", "-")),
                 "-" if proc.returncode is None else str(proc.returncode),
             )
-        return table
+        return Group(Text(self.summary(snap)), table)
 
     def update(self, snap: dict[str, Any] | None, procs: list[Any]) -> None:
         if snap is None:

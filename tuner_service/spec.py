@@ -164,11 +164,27 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+# Sections whose `type` selects a variant: a new type replaces the section, since options of
+# one tuner mean nothing to another (`--set tuner=random` over a file's bayesian options).
+_TYPED_SECTIONS = {"tuner"}
+
+
+def _typed(value: Any) -> Any:
+    return {"type": value} if isinstance(value, str) else value
+
+
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        below = merged.get(key)
+        if key in _TYPED_SECTIONS:
+            below, value = _typed(below), _typed(value)
+            if isinstance(below, dict) and isinstance(value, dict):
+                if value.get("type", below.get("type")) != below.get("type", "bayesian"):
+                    merged[key] = value
+                    continue
+        if isinstance(value, dict) and isinstance(below, dict):
+            merged[key] = _merge(below, value)
         else:
             merged[key] = value
     return merged

@@ -78,7 +78,9 @@ class ServiceTuner(keras_tuner.Tuner):
         **kwargs: Any,
     ):
         self.epoch_hooks = list(epoch_hooks)
-        super().__init__(*args, **kwargs)
+        # Not super(): in ServiceHyperband the next class is keras_tuner.Hyperband, whose
+        # __init__ only builds its own oracle; ours is given.
+        keras_tuner.Tuner.__init__(self, *args, **kwargs)
 
     def on_epoch_end(self, trial: Any, model: keras.Model, epoch: int, logs: dict | None = None):
         super().on_epoch_end(trial, model, epoch, logs=logs)
@@ -89,10 +91,6 @@ class ServiceTuner(keras_tuner.Tuner):
 
 class ServiceHyperband(ServiceTuner, keras_tuner.Hyperband):
     """Hyperband's trial logic (epoch budgets, warm starts) around an oracle we built."""
-
-    def __init__(self, oracle: keras_tuner.Oracle, **kwargs: Any):
-        # keras_tuner.Hyperband.__init__ only constructs its own oracle; skip it.
-        ServiceTuner.__init__(self, oracle=oracle, **kwargs)
 
 
 def build_tuner(

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tuner_service import data
 from tuner_service.client import ServiceOracleClient
@@ -13,6 +14,9 @@ from tuner_service.models import load_hypermodel
 from tuner_service.reporting import EpochReporter
 from tuner_service.spec import StudySpec
 from tuner_service.tuners import ServiceTuner, build_oracle, build_tuner
+
+if TYPE_CHECKING:
+    from tuner_service.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +80,18 @@ class Role:
 class Worker:
     """Loads the data once, then runs keras-tuner's search loop against the chief."""
 
-    def __init__(self, spec: StudySpec, role: Role, *, chief_deadline: float = 300.0):
+    def __init__(
+        self,
+        spec: StudySpec,
+        role: Role,
+        *,
+        chief_deadline: float = 300.0,
+        metrics: WorkerMetrics | None = None,
+    ):
         self.spec = spec
         self.role = role
         self.chief_deadline = chief_deadline
+        self.metrics = metrics
 
     def build_tuner(self) -> ServiceTuner:
         self.role.export()
@@ -99,12 +111,17 @@ class Worker:
         splits = data.load(self.spec.data, self.spec.seed)  # once per process, not per trial
         log.info("worker %s: data %s", self.role.tuner_id, splits.sizes())
         tuner = self.build_tuner()
+        callbacks = []
+        if self.metrics is not None:
+            self.metrics.samples_per_epoch = len(splits.x_train)
+            callbacks.append(self.metrics.callback())
         tuner.search(
             splits.x_train,
             splits.y_train,
             validation_data=(splits.x_val, splits.y_val),
             epochs=self.spec.epochs,
             batch_size=self.spec.batch_size,
+            callbacks=callbacks,
             verbose=0,
         )
         log.info("worker %s: search over", self.role.tuner_id)

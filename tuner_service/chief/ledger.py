@@ -48,7 +48,9 @@ class WorkerRecord:
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # trial_started | trial_reported | trial_ended | worker_seen | search_state
+    # trial_started | trial_reported | trial_ended | worker_seen | search_state, and
+    # trial_reassigned (a silent worker's trial goes back to the queue; data: {"reason": ...}).
+    kind: str
     time: float
     tuner_id: str | None = None
     trial_id: str | None = None

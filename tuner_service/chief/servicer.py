@@ -83,6 +83,8 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         self.failure: str | None = None
         self.changed = threading.Condition()
         self.rpc_observers: list[Callable[[str, str, float], None]] = []
+        # (operation, seconds) for the oracle's own decisions: create_trial, end_trial.
+        self.decision_observers: list[Callable[[str, float], None]] = []
         self._better = (lambda a, b: a > b) if oracle.objective.direction == "max" else (lambda a, b: a < b)
 
     # -- coordination with the chief -----------------------------------------------------
@@ -102,6 +104,15 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         """Every worker that asked for work has been told STOPPED."""
         return not self.oracle.tuner_ids
 
+    def _decide(self, operation: str, call: Callable[[], Any]) -> Any:
+        """Run one oracle decision and tell the observers how long it took."""
+        start = time.perf_counter()
+        try:
+            return call()
+        finally:
+            for observer in self.decision_observers:
+                observer(operation, time.perf_counter() - start)
+
     # -- the keras-tuner Oracle service ----------------------------------------------------
     @_rpc
     def GetSpace(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -119,7 +130,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         if self.failure:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"search failed: {self.failure}")
         ongoing = self.oracle.ongoing_trials.get(tuner_id)
-        trial = self.oracle.create_trial(tuner_id)
+        trial = self._decide("create_trial", lambda: self.oracle.create_trial(tuner_id))
         if trial.status == TrialStatus.RUNNING:
             if ongoing is None or ongoing.trial_id != trial.trial_id:
                 self.ledger.trial_started(tuner_id, trial.trial_id)
@@ -155,7 +166,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
     @_rpc
     def EndTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
         trial = keras_tuner.engine.trial.Trial.from_proto(request.trial)
-        self.oracle.end_trial(trial)
+        self._decide("end_trial", lambda: self.oracle.end_trial(trial))
         ended = self.oracle.get_trial(trial.trial_id)
         status = ended.status
         if compat.queued_for_retry(self.oracle, trial.trial_id):

@@ -1,0 +1,40 @@
+"""Where a running chief serves its status API and metrics, recorded in the study's directory.
+
+``tuner-service run`` gives the chief free ports, so the study file's ``status_port`` is not
+always where it listens; the chief writes ``endpoints.json`` beside ``service_state.json`` and
+``tuner-service status --config`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tuner_service.chief.ledger import write_json_atomic
+
+ENDPOINTS_FILE = "endpoints.json"
+_ANY = {"", "0.0.0.0", "::", "[::]"}
+
+
+def connect_host(bind_host: str) -> str:
+    """A host a local client can dial for a server bound to ``bind_host``."""
+    return "127.0.0.1" if bind_host in _ANY else bind_host
+
+
+def write(project_dir: Path, host: str, *, status_port: int = 0, metrics_port: int = 0) -> None:
+    payload = {"pid": os.getpid(), "host": connect_host(host)}
+    if status_port:
+        payload["status"] = f"{connect_host(host)}:{status_port}"
+    if metrics_port:
+        payload["metrics"] = f"http://{connect_host(host)}:{metrics_port}/metrics"
+    project_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(project_dir / ENDPOINTS_FILE, payload)
+
+
+def read(project_dir: Path) -> dict[str, str]:
+    try:
+        data = json.loads((project_dir / ENDPOINTS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
