@@ -46,9 +46,13 @@ class TrialView:
     started_at: float | None = None
     ended_at: float | None = None
     stopped_early: bool = False
+    per_epoch: bool = False  # the worker reported every epoch (else only keras-tuner's final report)
 
     @property
-    def epochs(self) -> int:
+    def epochs(self) -> int | None:
+        """Epochs trained, known only from per-epoch reports."""
+        if not self.per_epoch:
+            return None
         return max((len(c) for c in self.curves.values()), default=0)
 
 
@@ -110,6 +114,7 @@ def load(spec: StudySpec) -> SearchView:
             continue
         tid = str(raw.get("trial_id"))
         rec = ledger.get(tid, {})
+        curves = _curves(raw)
         trials.append(
             TrialView(
                 trial_id=tid,
@@ -123,10 +128,13 @@ def load(spec: StudySpec) -> SearchView:
                         if not k.startswith("tuner/")
                     },
                 ),
-                curves=_curves(raw),
+                curves=curves,
                 started_at=rec.get("started_at"),
                 ended_at=rec.get("ended_at"),
                 stopped_early=tid in stopped,
+                # Per-epoch reports (early stopping on) or several steps recorded in the trial.
+                per_epoch=tid in (stopping or {}).get("history", {})
+                or len(curves.get(spec.objective, [])) > 1,
             )
         )
     trials.sort(key=lambda t: (t.ended_at or math.inf, _int(t.trial_id)))
@@ -277,8 +285,8 @@ def sections(view: SearchView) -> list[tuple[str, list[list[str]] | None, str | 
     ]
     if view.stopping is not None:
         stopped = view.stopping.get("stopped", {})
-        trained = sum(t.epochs for t in view.trials)
-        full = max([spec.epochs, *(t.epochs for t in view.trials if not t.stopped_early)])
+        trained = sum(t.epochs or 0 for t in view.trials)
+        full = max([spec.epochs, *(t.epochs or 0 for t in view.trials if not t.stopped_early)])
         summary.append(
             [
                 "early stopping",
