@@ -38,6 +38,18 @@ def test_median_stops_a_trial_below_the_median_of_finished_trials():
     assert stop.report("good", 1, 0.75) is False  # best so far 0.9 beats the median
 
 
+def test_median_compares_with_the_others_values_at_that_epoch():
+    # Optuna's formulation: the trial's best so far against the finished trials' values *at this
+    # epoch*; a reference that peaked earlier does not count with its peak.
+    stop = EarlyStopping(MedianRule(min_epochs=2, min_trials=3), "max")
+    for i in range(3):
+        _finish(stop, f"t{i}", [0.9, 0.5])
+    assert stop.report("steady", 0, 0.6) is False
+    assert stop.report("steady", 1, 0.6) is False  # 0.6 >= median(0.5, 0.5, 0.5)
+    assert stop.report("worse", 0, 0.3) is False
+    assert stop.report("worse", 1, 0.4) is True
+
+
 def test_median_waits_for_min_trials_and_ignores_stopped_trials_as_references():
     stop = EarlyStopping(MedianRule(min_epochs=1, min_trials=2), "max")
     _finish(stop, "a", [0.8, 0.9])

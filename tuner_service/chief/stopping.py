@@ -42,17 +42,27 @@ if TYPE_CHECKING:
 
 STATE_FILE = "early_stopping.json"
 
-# Best-so-far curves, one value per epoch: curve[s] = best objective over epochs 0..s.
+# A trial's objective per epoch, oriented so that larger is better: curve[s] is the value
+# reported for epoch s (NaN if that epoch was never reported).
 Curve = Sequence[float]
+
+
+def best_so_far(curve: Curve) -> float:
+    values = [v for v in curve if not math.isnan(v)]
+    return max(values) if values else -math.inf
+
+
+def _at(curves: Sequence[Curve], step: int) -> list[float]:
+    return [c[step] for c in curves if len(c) > step and not math.isnan(c[step])]
 
 
 class StoppingRule(ABC):
     """Decides, at one epoch of one trial, whether that trial should stop.
 
-    ``curve`` is the trial's best-so-far objective (oriented so that *larger is better*),
-    ``finished`` the best-so-far curves of the trials that ended without being stopped (rules
-    compare against them), ``others`` every other trial's curve (finished, stopped or running;
-    used by asynchronous rules such as successive halving).
+    ``curve`` is the trial's objective per epoch so far (its last value is this epoch's),
+    ``finished`` the curves of the trials that ended without being stopped (rules compare against
+    them), ``others`` every other trial's curve (finished, stopped or running; used by
+    asynchronous rules such as successive halving). All oriented so that larger is better.
     """
 
     min_epochs: int = 1
@@ -69,8 +79,8 @@ class MedianRule(StoppingRule):
     """Median stopping rule (Golovin et al., Google Vizier; Optuna's ``MedianPruner``).
 
     After ``min_epochs`` epochs, stop a trial whose best objective so far is worse than the
-    median of the best-so-far, at the same epoch, of the finished trials that reached that
-    epoch. Never stops before ``min_trials`` trials have finished.
+    median of the objective, at the same epoch, of the finished trials that reached that epoch
+    (Optuna's formulation). Never stops before ``min_trials`` trials have finished.
     """
 
     min_epochs: int = 1
@@ -80,10 +90,10 @@ class MedianRule(StoppingRule):
         step = len(curve) - 1
         if len(curve) < self.min_epochs:
             return False
-        peers = [c[step] for c in finished if len(c) > step]
+        peers = _at(finished, step)
         if len(peers) < self.min_trials:
             return False
-        return curve[step] < statistics.median(peers)
+        return best_so_far(curve) < statistics.median(peers)
 
     def describe(self) -> str:
         return f"median (min_epochs={self.min_epochs}, min_trials={self.min_trials})"
@@ -114,11 +124,14 @@ class HalvingRule(StoppingRule):
         if not self._is_rung(epochs):
             return False
         step = epochs - 1
-        values = sorted([c[step] for c in others if len(c) > step] + [curve[step]], reverse=True)
+        mine = curve[step]
+        if math.isnan(mine):
+            return False
+        values = sorted([*_at(others, step), mine], reverse=True)
         if len(values) < self.min_trials:
             return False
         keep = max(1, len(values) // self.reduction_factor)
-        return curve[step] < values[keep - 1]
+        return mine < values[keep - 1]
 
     def describe(self) -> str:
         return (
@@ -193,15 +206,12 @@ class EarlyStopping:
 
     # -- views ---------------------------------------------------------------------------
     def _curve(self, trial_id: str) -> list[float]:
-        """Best-so-far curve, larger is better, over consecutive epochs from 0."""
+        """The trial's objective per epoch from 0, larger is better, NaN where not reported."""
         steps = self._history.get(trial_id, {})
-        curve: list[float] = []
-        best = -math.inf
-        for step in range(max(steps, default=-1) + 1):
-            if step in steps:
-                best = max(best, self._sign * statistics.fmean(steps[step]))
-            curve.append(best)
-        return curve
+        return [
+            self._sign * statistics.fmean(steps[step]) if step in steps else math.nan
+            for step in range(max(steps, default=-1) + 1)
+        ]
 
     def is_stopped(self, trial_id: str) -> bool:
         with self._lock:
