@@ -93,7 +93,10 @@ def test_report_renders_from_a_real_search(tmp_path: Path):
     page = (project / "report.html").read_text()
     _assert_self_contained(page)
     assert page.count('src="data:image/png;base64,') == 3  # per-epoch reports give learning curves
-    best = results["best_hyperparameters"]
+    from tuner_service.experiment import active_hyperparameters
+
+    best = active_hyperparameters("mlp", results["best_hyperparameters"])  # layers in use only
+    assert 0 < len(best) <= len(results["best_hyperparameters"])
     assert f"trial {results['best_trial_id']}, val_accuracy {results['best_val_score']:.4f}" in page
     for key, value in best.items():
         assert f"<td>{key}</td><td>{value}</td>" in page
