@@ -72,6 +72,8 @@ def test_experiment_runs_the_seed_protocol(tmp_path: Path):
     assert len(cmp["repeated"]["baseline"]) == len(cmp["repeated"]["tuned"]) == 1
     assert cmp["seed"] == {"baseline": 86.6, "tuned": 88.2, "note": "Bayesian optimization, about one hour"}
     assert cmp["seed_observation"]["claim"] == "the tuner picks a non-zero dropout"
+    layers = cmp["best_hyperparameters"]["n_layers"]
+    assert not any(k.startswith(f"units_{layers}") for k in cmp["best_hyperparameters"])  # layers in use
     md = (project / "experiment.md").read_text()
     assert "| test accuracy, seed (full data) | 86.6 % | 88.2 % | +1.6 points |" in md
     assert "tuner-service experiment --model mlp -w 1 --repeats 1 --no-progress --set directory=" in md

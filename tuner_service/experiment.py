@@ -130,6 +130,7 @@ def comparison(spec: StudySpec, results: dict[str, Any], baseline: dict[str, Any
     best_hps = {
         k: v for k, v in (results.get("best_hyperparameters") or {}).items() if not k.startswith("tuner/")
     }
+    best_hps = active_hyperparameters(spec.model, best_hps)
     out: dict[str, Any] = {
         "name": spec.name,
         "model": spec.model,
