@@ -164,15 +164,18 @@ def test_chief_answers_stopped_to_a_per_epoch_report_and_the_trial_completes(chi
     client = ServiceOracleClient(chief.oracle, f"127.0.0.1:{chief.port}", "worker-0")
     good = _trial(client)
     for epoch, acc in enumerate([0.6, 0.7, 0.8]):
-        answer = client.update_trial(good.trial_id, {"val_accuracy": acc}, step=epoch, per_epoch=True)
+        answer = client.report_progress(good.trial_id, {"val_accuracy": acc}, step=epoch)
         assert answer.status == "RUNNING"
+    client.update_trial(good.trial_id, {"val_accuracy": 0.8}, step=2)  # keras-tuner's final report
     good.status = "COMPLETED"
     client.end_trial(good)
 
     bad = _trial(client)
-    answer = client.update_trial(bad.trial_id, {"val_accuracy": 0.1}, step=0, per_epoch=True)
+    answer = client.report_progress(bad.trial_id, {"val_accuracy": 0.1}, step=0)
     assert answer.status == "STOPPED"
     assert client.get_trial(bad.trial_id).status == "RUNNING"  # only the answer says STOPPED
+    # The worker stops training; keras-tuner reports the epochs it has and ends the trial.
+    assert client.update_trial(bad.trial_id, {"val_accuracy": 0.1}, step=0).status == "RUNNING"
     bad.status = "COMPLETED"
     client.end_trial(bad)
     ended = client.get_trial(bad.trial_id)
@@ -180,7 +183,7 @@ def test_chief_answers_stopped_to_a_per_epoch_report_and_the_trial_completes(chi
     state = json.loads((chief.spec.project_dir / STATE_FILE).read_text())
     assert state["stopped"] == {bad.trial_id: 1}
 
-    # A stock keras-tuner client never marks its reports per-epoch: it is never stopped.
+    # A stock keras-tuner client sends only the unmarked end-of-trial report: never stopped.
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(chief.port))
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "stock-0")
@@ -206,7 +209,8 @@ def test_concurrent_reports_are_safe(chief):
         try:
             trial = client.create_trial(client.tuner_id)
             for epoch in range(5):
-                client.update_trial(trial.trial_id, {"val_accuracy": 0.1 * epoch}, step=epoch, per_epoch=True)
+                client.report_progress(trial.trial_id, {"val_accuracy": 0.1 * epoch}, step=epoch)
+            client.update_trial(trial.trial_id, {"val_accuracy": 0.4}, step=4)
             trial.status = "COMPLETED"
             client.end_trial(trial)
         except BaseException as err:  # noqa: BLE001 - reported below
@@ -248,8 +252,9 @@ def test_search_stops_unpromising_trials_early(tmp_path: Path):
     for trial_id, epochs in state["stopped"].items():
         trial = trials[f"trial_{trial_id}"]
         assert trial["status"] == "COMPLETED"
-        history = trial["metrics"]["metrics"]["val_accuracy"]["observations"]
-        assert len(history) == epochs < 4  # trained fewer epochs than the study's 4
+        # The worker reported `epochs` epochs (fewer than the study's 4), then ended the trial.
+        assert len(state["history"][trial_id]) == epochs < 4
+        assert trial["best_step"] < epochs
     # Trials that never learn (learning_rate 0) started after a learning one finished: all stopped.
     order = sorted(trials.values(), key=lambda t: t["trial_id"])
     first_good = next(i for i, t in enumerate(order) if t["hyperparameters"]["values"]["learning_rate"])

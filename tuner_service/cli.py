@@ -90,6 +90,7 @@ def _serve_chief_observability(
                 direction=direction,
                 tuner=spec.tuner.type,
                 model=spec.model,
+                lease_seconds=spec.lease_timeout,  # "missing" agrees with reassignment
             ).attach(chief.servicer)
             server = serve(metrics.registry, metrics_port, host)
             stack.callback(server.close)
@@ -123,9 +124,11 @@ def cmd_chief(args: argparse.Namespace) -> int:
     from tuner_service.worker import Role
 
     compat.check_version()
+    compat.install_atomic_json()  # a chief killed mid-write must not leave a corrupt oracle.json
     role = Role.from_env(os.environ, chief=True)
     role.export()
     hypermodel = load_hypermodel(spec.model)
+    resumed = (spec.project_dir / "oracle.json").exists()
     # The chief builds the same tuner as the workers: keras-tuner declares the search space
     # and, if this storage already holds a search, reloads it (a restarted chief resumes).
     tuner = build_tuner(spec, hypermodel)
@@ -133,22 +136,32 @@ def cmd_chief(args: argparse.Namespace) -> int:
     chief = Chief(spec, tuner.oracle, address=role.address)
     with ExitStack() as stack:  # metrics and status stay up until the chief exits
         _serve_chief_observability(spec, chief, role.oracle_ip, ports, stack)
-        return _serve_chief(spec, chief, tuner)
+        return _serve_chief(spec, chief, tuner, resumed)
 
 
-def _serve_chief(spec: spec_module.StudySpec, chief: Any, tuner: Any) -> int:
+def _serve_chief(spec: spec_module.StudySpec, chief: Any, tuner: Any, resumed: bool) -> int:
+    from tuner_service import kube
     from tuner_service.results import finalize
 
     chief.install_signal_handlers()
+    # Kubernetes Events (`kubectl describe pod`, `kubectl get events`); a no-op outside a pod.
+    reason = kube.SEARCH_RESUMED if resumed else kube.SEARCH_STARTED
+    kube.publish_event(reason, f"study {spec.name}: {spec.tuner.type} search, {spec.max_trials} trials")
     outcome = chief.serve()
     logging.info("search %s %s", outcome.state, outcome.message)
     if outcome.state == "interrupted":
         return EXIT_INTERRUPTED
+    if outcome.state == "failed":
+        kube.publish_event(kube.SEARCH_FAILED, f"study {spec.name}: {outcome.message}", event_type="Warning")
     results = finalize(spec, tuner, outcome.state)
     logging.info("results: %s", spec.project_dir / "results.json")
     if outcome.state == "failed":
         print(f"search failed: {outcome.message}", file=sys.stderr)
         return EXIT_FAILED
+    summary = (
+        f"best {spec.objective} {results.get('best_val_score')}, test accuracy {results.get('test_accuracy')}"
+    )
+    kube.publish_event(kube.SEARCH_FINISHED, f"study {spec.name}: {summary}")
     return EXIT_OK if results.get("trials_completed") else EXIT_FAILED
 
 
@@ -349,8 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--chief-deadline",
         type=float,
-        default=300.0,
-        help="give up after the chief is unreachable this long (seconds)",
+        default=None,
+        help="give up after the chief is unreachable this long (seconds; default: the study's "
+        "chief_deadline)",
     )
     p.set_defaults(func=cmd_worker)
 

@@ -4,6 +4,9 @@ A drop-in for ``keras_tuner``'s ``OracleClient`` (same methods, same messages). 
 an IDLE answer ("wait, nothing to run yet") is retried after an exponential back-off instead of
 at once; an unreachable chief is retried with bounded exponential back-off until
 ``chief_deadline`` and then raises :class:`ChiefUnreachable` (stock waits up to an hour).
+Every call names its tuner id and progress reports and error messages travel as gRPC metadata
+(:mod:`tuner_service.wire`), so the chief can fence a worker whose trial was reassigned: such a
+report raises :class:`TrialFenced` (docs/fault-tolerance.md).
 """
 
 from __future__ import annotations
@@ -19,23 +22,27 @@ import grpc
 import keras_tuner
 from keras_tuner.engine.trial import Trial, TrialStatus
 
-from tuner_service import compat
+from tuner_service import compat, wire
 
 log = logging.getLogger(__name__)
 pb2 = compat.service_pb2()
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 AUTH_ENV = "TUNER_SERVICE_AUTH_TOKEN"
-# gRPC metadata that marks an UpdateTrial as a per-epoch report (stock workers never send it).
-PER_EPOCH_METADATA = (("tuner-service-report", "epoch"),)
 
 
-class ChiefUnreachable(Exception):
+# Both end the worker's search even when raised inside a trial (keras-tuner re-raises its
+# FatalError instead of marking the trial failed and asking for the next one).
+class ChiefUnreachable(keras_tuner.errors.FatalError):
     """The chief did not answer within the deadline."""
 
 
-class SearchFailed(Exception):
+class SearchFailed(keras_tuner.errors.FatalError):
     """The chief reports that the search has failed; there is nothing left to do."""
+
+
+class TrialFenced(Exception):
+    """The chief gave this worker's trial to another worker; abandon it and ask for new work."""
 
 
 class Backoff:
@@ -48,8 +55,10 @@ class Backoff:
     def reset(self) -> None:
         self.current = self.initial
 
-    def wait(self) -> float:
+    def wait(self, limit: float | None = None) -> float:
         delay = random.uniform(self.current / 2, self.current)
+        if limit is not None:
+            delay = max(0.0, min(delay, limit))
         self._sleep(delay)
         self.current = min(self.current * 2, self.maximum)
         return delay
@@ -79,7 +88,9 @@ class ServiceOracleClient:
         self._channel = grpc.insecure_channel(address)
         self.stub = compat.service_pb2_grpc().OracleStub(self._channel)
         token = os.environ.get(AUTH_ENV)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._metadata: tuple[tuple[str, str | bytes], ...] = ((wire.TUNER_ID, tuner_id),)
+        if token:
+            self._metadata += (("authorization", f"Bearer {token}"),)
 
     # keras-tuner reads these settings from the oracle it was given.
     @property
@@ -101,26 +112,33 @@ class ServiceOracleClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: str, request: Any, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+    def _call(self, method: str, request: Any, extra: tuple[tuple[str, str | bytes], ...] = ()) -> Any:
         """One RPC, retried while the chief is unreachable, up to ``chief_deadline``."""
         give_up = time.monotonic() + self.chief_deadline
         backoff = Backoff(0.2, 10.0)
-        metadata = (*(self._metadata or ()), *metadata) or None
+        metadata = self._metadata + extra
         while True:
+            # Never wait on one call past the deadline (a chief that hangs instead of refusing).
+            timeout = min(self.call_timeout, max(1.0, give_up - time.monotonic()))
             try:
-                return getattr(self.stub, method)(request, timeout=self.call_timeout, metadata=metadata)
+                return getattr(self.stub, method)(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     raise SearchFailed(err.details()) from None
+                if err.code() == grpc.StatusCode.ABORTED:
+                    raise TrialFenced(err.details()) from None
                 if err.code() not in RETRYABLE:
                     raise
-                if time.monotonic() + backoff.current > give_up:
-                    raise ChiefUnreachable(
+                remaining = give_up - time.monotonic()
+                if remaining <= 0:
+                    message = (
                         f"chief at {self.address} unreachable for {self.chief_deadline:.0f}s "
                         f"({err.code().name}: {err.details()})"
-                    ) from None
-                log.warning("chief unreachable (%s); retrying", err.code().name)
-                backoff.wait()
+                    )
+                    log.error("giving up: %s", message)
+                    raise ChiefUnreachable(message) from None
+                log.warning("chief unreachable (%s); retrying for %.0fs more", err.code().name, remaining)
+                backoff.wait(limit=remaining)  # the last try lands on the deadline
 
     # -- the Oracle interface used by keras-tuner's Tuner ---------------------------------
     def get_space(self) -> keras_tuner.HyperParameters:
@@ -139,17 +157,24 @@ class ServiceOracleClient:
                 return trial
             self.idle_backoff.wait()  # the oracle asked us to wait; never spin
 
-    def update_trial(
-        self, trial_id: str, metrics: dict[str, float], step: int = 0, *, per_epoch: bool = False
-    ) -> Trial:
-        """Report metrics; ``per_epoch`` marks an intermediate report the chief may answer with
-        status STOPPED (early stopping). keras-tuner's own final report is not marked."""
+    def update_trial(self, trial_id: str, metrics: dict[str, float], step: int = 0) -> Trial:
+        response = self._call(
+            "UpdateTrial", pb2.UpdateTrialRequest(trial_id=trial_id, metrics=metrics, step=step)
+        )
+        return Trial.from_proto(response.trial)
+
+    def report_progress(self, trial_id: str, metrics: dict[str, float], step: int) -> Trial:
+        """The per-epoch report: the heartbeat that keeps this worker's lease on the trial.
+
+        The answer is the trial as the chief sees it; status STOPPED means "stop training this
+        trial now" (early stopping, tuner_service/chief/stopping.py)."""
         request = pb2.UpdateTrialRequest(trial_id=trial_id, metrics=metrics, step=step)
-        response = self._call("UpdateTrial", request, PER_EPOCH_METADATA if per_epoch else ())
+        response = self._call("UpdateTrial", request, ((wire.REPORT, wire.PROGRESS),))
         return Trial.from_proto(response.trial)
 
     def end_trial(self, trial: Trial) -> None:
-        self._call("EndTrial", pb2.EndTrialRequest(trial=trial.to_proto()))
+        extra = ((wire.MESSAGE, wire.encode_message(trial.message)),) if trial.message else ()
+        self._call("EndTrial", pb2.EndTrialRequest(trial=trial.to_proto()), extra)
 
     def get_trial(self, trial_id: str) -> Trial:
         response = self._call("GetTrial", pb2.GetTrialRequest(trial_id=trial_id))

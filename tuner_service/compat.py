@@ -8,10 +8,17 @@ stock workers. Keep all such imports here, check the version range, and test the
 
 from __future__ import annotations
 
+import datetime
+import json
+import os
+import threading
+from collections.abc import Callable
 from importlib.metadata import version
 from types import ModuleType
+from typing import Any
 
 import keras_tuner
+from keras_tuner.src import utils as kt_utils
 from packaging.version import Version
 
 SUPPORTED = (Version("1.4.7"), Version("1.5"))
@@ -55,3 +62,157 @@ def project_dir(oracle: keras_tuner.Oracle) -> str:
 def queued_for_retry(oracle: keras_tuner.Oracle, trial_id: str) -> bool:
     """Whether ``end_trial`` sent the trial back for a retry (INVALID with retries left)."""
     return trial_id in oracle._retry_queue
+
+
+# -- fault tolerance (docs/fault-tolerance.md) --------------------------------------------------
+# keras-tuner keeps the queue of trials to hand out again in ``Oracle._retry_queue`` and the
+# running trials in ``Oracle.ongoing_trials`` ({tuner_id: Trial}). The helpers below are the only
+# code that changes them from outside keras-tuner. Each one runs under the oracle's own lock
+# (``keras_tuner.synchronized`` keys the lock on the first argument), so it is atomic with respect
+# to create_trial / update_trial / end_trial served on other threads.
+
+
+def retry_queue(oracle: keras_tuner.Oracle) -> list[str]:
+    """Trial ids waiting to be handed out again (a copy)."""
+    return list(oracle._retry_queue)
+
+
+@keras_tuner.synchronized
+def requeue(oracle: keras_tuner.Oracle, trial_id: str) -> str | None:
+    """Take a running trial away from its worker and queue it for the next one to ask.
+
+    Not a failure: keras-tuner counts runs in ``end_trial`` only, so the trial's retry budget is
+    untouched. Returns the tuner id that held it (None if nobody did).
+    """
+    holder = next((t for t, trial in oracle.ongoing_trials.items() if trial.trial_id == trial_id), None)
+    if holder is not None:
+        del oracle.ongoing_trials[holder]
+    if trial_id not in oracle._retry_queue:
+        oracle._retry_queue.append(trial_id)
+    oracle.save()
+    return holder
+
+
+@keras_tuner.synchronized
+def reattach(oracle: keras_tuner.Oracle, trial_id: str, tuner_id: str) -> bool:
+    """Give a queued trial back to ``tuner_id`` (which still has its training state).
+
+    Only when the trial is waiting in the queue and the worker holds no other trial.
+    """
+    from keras_tuner.engine.trial import TrialStatus
+
+    if trial_id not in oracle._retry_queue or tuner_id in oracle.ongoing_trials:
+        return False
+    oracle._retry_queue.remove(trial_id)
+    trial = oracle.trials[trial_id]
+    trial.status = TrialStatus.RUNNING
+    oracle.ongoing_trials[tuner_id] = trial
+    oracle.tuner_ids.add(tuner_id)
+    _ensure_display(oracle, trial_id)
+    oracle.save()
+    return True
+
+
+def _ensure_display(oracle: keras_tuner.Oracle, trial_id: str) -> None:
+    # end_trial prints the trial's duration from the start its display recorded when the trial
+    # was handed out; create_trial saves oracle.json *before* recording it, so a reloaded oracle
+    # may lack it and end_trial would raise KeyError after the trial was already saved.
+    display = oracle._display
+    now = datetime.datetime.now()
+    display.search_start = display.search_start or now
+    display.trial_start.setdefault(trial_id, now)
+    display.trial_number.setdefault(trial_id, len(oracle.trials))
+
+
+@keras_tuner.synchronized
+def drop_ended_from_retry_queue(oracle: keras_tuner.Oracle) -> list[str]:
+    """After a reload: never hand out again a trial that has already ended.
+
+    ``Oracle.end_trial`` saves ``oracle.json`` *before* it removes the trial from
+    ``ongoing_trials``; a chief killed in between reloads a COMPLETED trial as "ongoing", and
+    ``Oracle.reload`` puts it in the retry queue, where it would be run (and overwritten) again.
+    Also removes duplicates. Returns the ids dropped.
+    """
+    from keras_tuner.engine.trial import TrialStatus
+
+    kept: list[str] = []
+    dropped: list[str] = []
+    for trial_id in oracle._retry_queue:
+        trial = oracle.trials.get(trial_id)
+        ended = trial is None or trial.status in (TrialStatus.COMPLETED, TrialStatus.FAILED)
+        (dropped if ended or trial_id in kept else kept).append(trial_id)
+    if dropped:
+        oracle._retry_queue[:] = kept
+        oracle.save()
+    return dropped
+
+
+def save_trial(oracle: keras_tuner.Oracle, trial: Any) -> None:
+    """Write ``trial_<id>/trial.json`` (keras-tuner skips it when end_trial raises)."""
+    oracle._save_trial(trial)
+
+
+def _atomic_save_json(path: str, obj: Any) -> str:
+    text = json.dumps(obj)
+    if "://" in str(path):  # gs:// and friends: no rename guarantee, keep keras-tuner's write
+        return _stock_save_json(path, obj)
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return text
+
+
+_stock_save_json: Callable[[str, Any], str] = kt_utils.save_json
+
+
+def install_atomic_json() -> None:
+    """Make keras-tuner write oracle.json, trial.json and tuner_*.json via temp file + rename.
+
+    keras-tuner's ``utils.save_json`` truncates the file and writes it; a process killed
+    mid-write leaves a half-written JSON that makes the next chief fail to reload. Every
+    keras-tuner state file goes through that one function (``Stateful.save``), so we replace it.
+    Idempotent.
+    """
+    kt_utils.save_json = _atomic_save_json
+
+
+class FitCallbacks:
+    """Mixin for a ``keras_tuner.Tuner``: add callbacks to every ``model.fit`` of a trial.
+
+    ``fit_callbacks(trial, execution)`` is called once per execution; its callbacks run *after*
+    keras-tuner's own (so after ``Tuner.on_epoch_end`` and its hooks). Uses
+    ``Tuner._build_and_fit_model``, keras-tuner's documented extension point for AutoKeras.
+    """
+
+    def fit_callbacks(self, trial: Any, execution: int) -> list[Any]:
+        return []
+
+    def on_trial_begin(self, trial: Any) -> None:
+        self._fit_execution = 0
+        super().on_trial_begin(trial)  # type: ignore[misc]
+
+    def _build_and_fit_model(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        execution = getattr(self, "_fit_execution", 0)
+        self._fit_execution = execution + 1
+        extra = self.fit_callbacks(trial, execution)
+        if extra:
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), *extra]
+        return super()._build_and_fit_model(trial, *args, **kwargs)  # type: ignore[misc]
+
+
+def release_leaked_oracle_lock(oracle: keras_tuner.Oracle) -> bool:
+    """Release the oracle lock if an exception left it held by this thread.
+
+    ``keras_tuner.synchronized`` releases its lock only when the method returns: an exception
+    (``update_trial`` for an unknown trial, ``end_trial`` raising "too many consecutive
+    failures") leaves the oracle locked forever and every other RPC thread blocks on it. Call this
+    after an oracle call raised, from code that does not itself hold the lock.
+    """
+    from keras_tuner.src.engine import oracle as oracle_module
+
+    if oracle_module.THREADS[oracle] != threading.current_thread().name:
+        return False
+    oracle_module.THREADS[oracle] = None
+    oracle_module.LOCKS[oracle].release()
+    return True

@@ -89,6 +89,13 @@ class StudySpec(_Strict):
     executions_per_trial: int = Field(1, ge=1)
     max_retries_per_trial: int = Field(0, ge=0)
     max_consecutive_failed_trials: int = Field(3, ge=1)
+    # Fault tolerance (docs/fault-tolerance.md). Workers report every epoch; that is the heartbeat.
+    lease_timeout: float = Field(
+        300.0, ge=1, description="seconds a worker may stay silent before its trial is reassigned"
+    )
+    chief_deadline: float = Field(
+        300.0, ge=1, description="seconds a worker keeps retrying an unreachable chief, then exits"
+    )
     seed: int | None = 42
     data: DataSpec = Field(default_factory=DataSpec)
     directory: str = "runs"

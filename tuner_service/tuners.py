@@ -7,13 +7,17 @@ keras-tuner classes are used here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 import keras_tuner
 
+from tuner_service import checkpoints, compat
 from tuner_service.spec import BayesianTuner, HyperbandTuner, RandomTuner, StudySpec
+
+log = logging.getLogger(__name__)
 
 
 class TunerConfigError(Exception):
@@ -62,25 +66,48 @@ def build_oracle(spec: StudySpec) -> keras_tuner.Oracle:
     raise TunerConfigError(f"unknown tuner {t!r}")
 
 
-class ServiceTuner(keras_tuner.Tuner):
+class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
     """A keras-tuner Tuner whose per-epoch hook feeds extra callbacks (progress, heartbeat).
 
     ``epoch_hooks`` are called as ``hook(trial, epoch, logs)`` after every epoch; the worker
     uses them for progress reporting. A hook that returns True stops training the trial after
     this epoch (early stopping); the trial still ends as COMPLETED with the epochs it trained.
-    Everything else is stock keras-tuner.
+    With ``backups`` every trial's training state is saved
+    each epoch and resumed by whoever runs the trial next (:mod:`tuner_service.checkpoints`); the
+    backup is written after the hooks, so a worker fenced by its progress report never
+    overwrites the new holder's backup. Everything else is stock keras-tuner.
     """
 
     def __init__(
         self,
         *args: Any,
         epoch_hooks: Sequence[Callable[[Any, int, dict], bool | None]] = (),
+        backups: bool = False,
         **kwargs: Any,
     ):
         self.epoch_hooks = list(epoch_hooks)
+        self.backups = backups
         # Not super(): in ServiceHyperband the next class is keras_tuner.Hyperband, whose
         # __init__ only builds its own oracle; ours is given.
         keras_tuner.Tuner.__init__(self, *args, **kwargs)
+
+    def fit_callbacks(self, trial: Any, execution: int) -> list[Any]:
+        if not self.backups:
+            return []
+        return checkpoints.fit_callbacks(self.get_trial_dir(trial.trial_id), execution)
+
+    def on_trial_end(self, trial: Any) -> None:
+        from tuner_service.client import TrialFenced  # gRPC client: workers only
+
+        try:
+            super().on_trial_end(trial)  # reports the end to the oracle
+        except TrialFenced as err:
+            # The chief gave the trial to another worker (our lease ran out): it owns the trial
+            # and its backup now. Drop ours and ask for new work.
+            log.warning("abandoning trial %s: %s", trial.trial_id, err)
+            return
+        if self.backups:
+            checkpoints.remove(self.get_trial_dir(trial.trial_id))
 
     def on_epoch_end(self, trial: Any, model: keras.Model, epoch: int, logs: dict | None = None):
         super().on_epoch_end(trial, model, epoch, logs=logs)

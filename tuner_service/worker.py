@@ -6,12 +6,13 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tuner_service import data
+from keras_tuner.engine.trial import TrialStatus
+
+from tuner_service import compat, data
 from tuner_service.client import ServiceOracleClient
 from tuner_service.models import load_hypermodel
-from tuner_service.reporting import EpochReporter
 from tuner_service.spec import StudySpec
 from tuner_service.tuners import ServiceTuner, build_oracle, build_tuner
 
@@ -85,27 +86,42 @@ class Worker:
         spec: StudySpec,
         role: Role,
         *,
-        chief_deadline: float = 300.0,
+        chief_deadline: float | None = None,
         metrics: WorkerMetrics | None = None,
     ):
         self.spec = spec
         self.role = role
-        self.chief_deadline = chief_deadline
+        self.chief_deadline = spec.chief_deadline if chief_deadline is None else chief_deadline
         self.metrics = metrics
+        self.client: ServiceOracleClient | None = None
 
     def build_tuner(self) -> ServiceTuner:
         self.role.export()
+        compat.install_atomic_json()  # a pod killed mid-write must not corrupt shared state
         hypermodel = load_hypermodel(self.spec.model)
         oracle = build_oracle(self.spec)
-        tuner = build_tuner(self.spec, hypermodel, oracle)
+        tuner = build_tuner(self.spec, hypermodel, oracle, epoch_hooks=[self._report], backups=True)
         # keras-tuner wrapped the oracle in its stock client; ours backs off and gives up.
-        tuner.oracle = ServiceOracleClient(
+        self.client = ServiceOracleClient(
             oracle, self.role.address, self.role.tuner_id, chief_deadline=self.chief_deadline
         )
-        if self.spec.early_stopping is not None:
-            # Per-epoch reports let the chief stop this worker's unpromising trials early.
-            tuner.epoch_hooks.append(EpochReporter(tuner.oracle, self.spec.objective))
+        tuner.oracle = self.client
         return tuner
+
+    def _report(self, trial: Any, epoch: int, logs: dict) -> bool:
+        """Every epoch: progress to the chief, which is also the heartbeat of our lease.
+
+        Raises the client's TrialFenced when the trial was given to another worker; keras-tuner
+        then ends the trial here and :meth:`ServiceTuner.on_trial_end` abandons it. Returns True
+        (stop training this trial) when the chief answers STOPPED: early stopping.
+        """
+        assert self.client is not None
+        metrics = {k: float(v) for k, v in logs.items()}
+        answer = self.client.report_progress(trial.trial_id, metrics, step=epoch)
+        if answer.status != TrialStatus.STOPPED:
+            return False
+        log.info("trial %s: stopped early by the chief after %d epochs", trial.trial_id, epoch + 1)
+        return True
 
     def run(self) -> None:
         splits = data.load(self.spec.data, self.spec.seed)  # once per process, not per trial

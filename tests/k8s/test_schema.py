@@ -106,3 +106,17 @@ def test_schema_is_strict_at_every_level():
         if sub.get("type") == "object" and "properties" in sub:
             assert sub.get("additionalProperties") is False, key
             assert set(values[key]) <= set(sub["properties"]), key
+
+
+# Study keys the chart sets itself from other values (ports from chief.ports / metrics.port).
+CHART_MANAGED_STUDY_KEYS = {"metrics_port", "status_port"}
+
+
+def test_chart_study_schema_covers_every_study_key() -> None:
+    """A key users can put in a study file must also be settable through `study:` values."""
+    from tuner_service.spec import StudySpec
+
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["study"]
+    in_chart = set(schema["properties"])
+    in_spec = set(StudySpec.model_fields) - CHART_MANAGED_STUDY_KEYS
+    assert in_chart == in_spec, f"only in spec: {in_spec - in_chart}; only in chart: {in_chart - in_spec}"

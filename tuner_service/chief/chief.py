@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -11,7 +12,9 @@ from types import FrameType
 
 import grpc
 import keras_tuner
+from keras_tuner.engine.trial import TrialStatus
 
+from tuner_service import checkpoints, compat
 from tuner_service.chief.ledger import STATE_FILE, Ledger
 from tuner_service.chief.server import make_server, set_not_serving
 from tuner_service.chief.servicer import OracleServicer
@@ -57,9 +60,44 @@ class Chief:
         self.stopping = build_early_stopping(spec, oracle.objective.direction)
         if self.stopping is not None:
             self.stopping.restore(spec.project_dir)  # a restarted chief keeps its histories
-        self.servicer = OracleServicer(oracle, self.ledger, self.stopping)
+        self.servicer = OracleServicer(
+            oracle, self.ledger, lease_timeout=spec.lease_timeout, stopping=self.stopping
+        )
+        self._resume()
         self.server, self.health, self.port = make_server(self.servicer, address, interceptors=interceptors)
         self._stop_reason: str | None = None
+        self._started = time.monotonic()
+        self._served_one = False
+        self.servicer.rpc_observers.append(self._log_first_rpc)
+
+    def _resume(self) -> None:
+        """On storage a previous chief used: make oracle, ledger and leases agree again.
+
+        keras-tuner has reloaded oracle.json (running trials are now in its retry queue).
+        """
+        dropped = compat.drop_ended_from_retry_queue(self.oracle)
+        if dropped:
+            log.warning("trials %s had already ended; not running them again", dropped)
+        # The previous chief may have died between the oracle's end_trial and the ledger's.
+        for trial_id, record in list(self.ledger.trials.items()):
+            trial = self.oracle.trials.get(trial_id)
+            ended = trial is not None and trial.status in (TrialStatus.COMPLETED, TrialStatus.FAILED)
+            if ended and record.status != trial.status:
+                score = trial.score if trial.status == TrialStatus.COMPLETED else None
+                self.ledger.trial_ended(trial_id, trial.status, score, self.servicer._better, trial.message)
+        self.servicer.leases.restore()
+
+    def _log_first_rpc(self, method: str, code: str, seconds: float) -> None:
+        # How long a (re)started chief takes to serve its workers again (docs/fault-tolerance.md).
+        if self._served_one or code != "OK":
+            return
+        self._served_one = True
+        log.info(
+            "first RPC (%s) served %.2fs after the server was built, %.2fs after the process started",
+            method,
+            time.monotonic() - self._started,
+            _process_uptime(),
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -85,10 +123,22 @@ class Chief:
         s = self.servicer
         with s.changed:
             while not (self._stop_reason or s.failure or s.search_done()):
-                s.changed.wait(timeout=1.0)  # woken by every RPC; the timeout is a safety net
+                # Woken by every RPC; the timeout bounds how late an expired lease is noticed.
+                expiry = s.leases.next_expiry()
+                s.changed.wait(timeout=1.0 if expiry is None else min(1.0, expiry + 0.01))
+                s.reap_leases()
             if self._stop_reason:
                 return Outcome("interrupted", f"stopped by {self._stop_reason}")
             if s.failure:
+                # Keep answering "search failed" until every worker has heard it: a live worker
+                # calls at least once per lease_timeout (its epoch report), so none is left
+                # retrying an absent chief until its chief_deadline.
+                deadline = time.monotonic() + self.spec.lease_timeout
+                while not s.workers_told_failed() and not self._stop_reason:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    s.changed.wait(timeout=remaining)
                 return Outcome("failed", s.failure)
             deadline = time.monotonic() + self.linger
             while not s.workers_released() and not self._stop_reason:
@@ -103,6 +153,9 @@ class Chief:
         """Stop accepting work, persist the oracle and ledger, close the port."""
         set_not_serving(self.health)
         self.oracle.save()
+        if outcome.state != "interrupted":  # a restarted chief resumes interrupted trials
+            running = {t.trial_id for t in self.oracle.ongoing_trials.values()}
+            checkpoints.remove_ended(self.spec.project_dir, running)
         state = {"finished": "finished", "failed": "failed"}.get(outcome.state, "interrupted")
         self.ledger.set_state(state, outcome.message or None)
         self.server.stop(grace=0.5).wait()
@@ -112,3 +165,13 @@ class Chief:
         outcome = self.wait()
         self.shutdown(outcome)
         return outcome
+
+
+def _process_uptime() -> float:
+    """Seconds since this process started (Linux /proc; NaN elsewhere)."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        boot_uptime = float(open("/proc/uptime").read().split()[0])
+        return boot_uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")

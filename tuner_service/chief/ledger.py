@@ -29,8 +29,10 @@ class TrialRecord:
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     epochs: int = 0
-    attempts: int = 1
+    attempts: int = 1  # times the trial was handed to a worker (retries and reassignments)
     message: str | None = None
+    reassigned: int = 0  # times its lease ran out and it went back to the queue
+    resumed_from: int | None = None  # first epoch trained in the latest attempt, if not 0
 
     @property
     def duration(self) -> float | None:
@@ -49,7 +51,8 @@ class WorkerRecord:
 @dataclass(frozen=True)
 class Event:
     # trial_started | trial_reported | trial_ended | worker_seen | search_state, and
-    # trial_reassigned (a silent worker's trial goes back to the queue; data: {"reason": ...}).
+    # trial_reassigned (a silent worker's trial goes back to the queue; data: {"reason": ...,
+    # "silent_for": seconds}) | trial_reattached (a queued trial went back to its late worker).
     kind: str
     time: float
     tuner_id: str | None = None
@@ -77,6 +80,7 @@ class Ledger:
         self.best_trial_id: str | None = None
         self._lock = threading.RLock()
         self._listeners: list[Callable[[Event], None]] = []
+        self._first_report: set[str] = set()  # trials handed out again, not yet reported on
 
     # -- listeners -----------------------------------------------------------------------
     def subscribe(self, listener: Callable[[Event], None]) -> None:
@@ -111,6 +115,7 @@ class Ledger:
             else:  # a retry, or a trial handed to another worker
                 record.tuner_id, record.status, record.ended_at = tuner_id, "RUNNING", None
                 record.attempts += 1
+                self._first_report.add(trial_id)
             worker = self._worker(tuner_id)
             worker.state, worker.trial_id = "training", trial_id
         self._emit(Event("trial_started", time.time(), tuner_id, trial_id))
@@ -122,6 +127,10 @@ class Ledger:
             tuner_id = record.tuner_id if record else None
             if record is not None:
                 record.epochs = max(record.epochs, step + 1)
+                if trial_id in self._first_report:
+                    # The first epoch of a new attempt: > 0 when it resumed from a backup.
+                    self._first_report.discard(trial_id)
+                    record.resumed_from = step or None
             if tuner_id:
                 self._worker(tuner_id)
         self._emit(
@@ -164,6 +173,40 @@ class Ledger:
                 {"status": status, "score": score, "duration": record.duration},
             )
         )
+        self.save()
+
+    def trial_reassigned(self, trial_id: str, from_tuner_id: str, silent_for: float) -> None:
+        """The holder's lease ran out: the trial waits in the queue for the next worker."""
+        with self._lock:
+            record = self.trials.get(trial_id) or self.trials.setdefault(
+                trial_id, TrialRecord(trial_id, from_tuner_id)
+            )
+            record.status = "QUEUED"
+            record.reassigned += 1
+            worker = self.workers.get(from_tuner_id)
+            if worker is not None and worker.trial_id == trial_id:
+                worker.state, worker.trial_id = "silent", None
+        self._emit(
+            Event(
+                "trial_reassigned",
+                time.time(),
+                from_tuner_id,
+                trial_id,
+                {"reason": "lease expired", "silent_for": silent_for},
+            )
+        )
+        self.save()
+
+    def trial_reattached(self, trial_id: str, tuner_id: str) -> None:
+        """A queued trial went back to the worker that still trains it (same attempt)."""
+        with self._lock:
+            record = self.trials.get(trial_id) or self.trials.setdefault(
+                trial_id, TrialRecord(trial_id, tuner_id)
+            )
+            record.tuner_id, record.status = tuner_id, "RUNNING"
+            worker = self._worker(tuner_id)
+            worker.state, worker.trial_id = "training", trial_id
+        self._emit(Event("trial_reattached", time.time(), tuner_id, trial_id))
         self.save()
 
     def set_state(self, state: str, message: str | None = None) -> None:

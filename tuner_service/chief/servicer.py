@@ -20,10 +20,10 @@ import grpc
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
-from tuner_service import compat
+from tuner_service import compat, wire
+from tuner_service.chief.leases import Leases, StaleHolder
 from tuner_service.chief.ledger import Ledger
 from tuner_service.chief.stopping import EarlyStopping
-from tuner_service.client import PER_EPOCH_METADATA
 
 log = logging.getLogger(__name__)
 pb2 = compat.service_pb2()
@@ -41,7 +41,16 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         start = time.perf_counter()
         code = "OK"
         try:
-            return method(self, request, context)
+            try:
+                return method(self, request, context)
+            except Exception:
+                # keras-tuner's lock is not released when an oracle method raises; without this
+                # every other RPC thread would block on it forever.
+                compat.release_leaked_oracle_lock(self.oracle)
+                raise
+        except StaleHolder as err:
+            code = "ABORTED"
+            context.abort(grpc.StatusCode.ABORTED, f"{method.__name__}: {err}")
         except KeyError as err:
             code = "NOT_FOUND"
             context.abort(grpc.StatusCode.NOT_FOUND, f"{method.__name__}: unknown trial {err}")
@@ -61,11 +70,6 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _is_per_epoch(context: grpc.ServicerContext) -> bool:
-    """Our workers mark per-epoch reports; keras-tuner's end-of-trial report is unmarked."""
-    return any((k, v) in PER_EPOCH_METADATA for k, v in context.invocation_metadata() or ())
-
-
 def _with_status(trial: keras_tuner.engine.trial.Trial, status: str) -> Any:
     """The trial's proto with another status; the oracle's own trial is left as it is."""
     proto = trial.to_proto()
@@ -75,12 +79,21 @@ def _with_status(trial: keras_tuner.engine.trial.Trial, status: str) -> Any:
 
 
 class OracleServicer(compat.service_pb2_grpc().OracleServicer):
-    def __init__(self, oracle: keras_tuner.Oracle, ledger: Ledger, stopping: EarlyStopping | None = None):
+    def __init__(
+        self,
+        oracle: keras_tuner.Oracle,
+        ledger: Ledger,
+        *,
+        lease_timeout: float = 300.0,
+        stopping: EarlyStopping | None = None,
+    ):
         self.oracle = oracle
         self.ledger = ledger
+        self.leases = Leases(oracle, ledger, lease_timeout)
         self.stopping = stopping
         self.stop_triggered = False
         self.failure: str | None = None
+        self.told_failed: set[str] = set()  # tuner ids answered FAILED_PRECONDITION
         self.changed = threading.Condition()
         self.rpc_observers: list[Callable[[str, str, float], None]] = []
         # (operation, seconds) for the oracle's own decisions: create_trial, end_trial.
@@ -97,8 +110,26 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         self.notify()
 
     def search_done(self) -> bool:
-        """No trial running and the oracle has said STOPPED (budget or space exhausted)."""
-        return self.stop_triggered and not self.oracle.ongoing_trials
+        """The oracle has said STOPPED and no trial is running or waiting to be handed out."""
+        return self.stop_triggered and not self.oracle.ongoing_trials and not compat.retry_queue(self.oracle)
+
+    def reap_leases(self) -> None:
+        """Send trials whose worker went silent back to the queue (called by the chief's loop)."""
+        if self.leases.reap():
+            self.notify()
+
+    def _refuse_if_failed(self, context: grpc.ServicerContext, tuner_id: str | None) -> None:
+        # After keras-tuner gave up, the oracle must not be touched again (its end_trial raised
+        # half-way); every worker learns of the failure at its next call and exits.
+        if self.failure:
+            self.told_failed.add(tuner_id or "")
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"search failed: {self.failure}")
+
+    def workers_told_failed(self) -> bool:
+        """Every worker the ledger knows (and has not released) has heard that the search failed."""
+        workers = self.ledger.snapshot()["workers"]
+        known = {t for t, w in workers.items() if w["state"] not in ("done", "silent")}
+        return known <= self.told_failed
 
     def workers_released(self) -> bool:
         """Every worker that asked for work has been told STOPPED."""
@@ -127,13 +158,22 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
     @_rpc
     def CreateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
         tuner_id = request.tuner_id
-        if self.failure:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"search failed: {self.failure}")
-        ongoing = self.oracle.ongoing_trials.get(tuner_id)
-        trial = self._decide("create_trial", lambda: self.oracle.create_trial(tuner_id))
+        self._refuse_if_failed(context, tuner_id)
+        with self.leases.lock:
+            self.leases.reap()
+            trial = self._decide("create_trial", lambda: self.oracle.create_trial(tuner_id))
+            if trial.status == TrialStatus.RUNNING:
+                self.leases.grant(trial.trial_id, tuner_id)  # new, from the queue, or asked again
+            elif trial.status == TrialStatus.STOPPED and self.oracle.ongoing_trials:
+                # Budget spent, but a running trial may still come back to the queue if its
+                # worker dies: keep this worker waiting (IDLE) instead of releasing it, and
+                # count it among those the chief must tell STOPPED before it exits.
+                trial.status = TrialStatus.IDLE
+                self.oracle.tuner_ids.add(tuner_id)
         if trial.status == TrialStatus.RUNNING:
-            if ongoing is None or ongoing.trial_id != trial.trial_id:
-                self.ledger.trial_started(tuner_id, trial.trial_id)
+            # New, from the queue, or the trial this tuner id already held: a worker asks while
+            # holding a trial only when its pod restarted, and that is a new attempt (resumed).
+            self.ledger.trial_started(tuner_id, trial.trial_id)
         elif trial.status == TrialStatus.STOPPED:
             self.stop_triggered = True
             self.ledger.worker_seen(tuner_id, "done")
@@ -144,7 +184,15 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
     @_rpc
     def UpdateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
         metrics = dict(request.metrics)
-        trial = self.oracle.update_trial(request.trial_id, metrics, step=request.step)
+        md = context.invocation_metadata()
+        self._refuse_if_failed(context, wire.get(md, wire.TUNER_ID))
+        with self.leases.lock:
+            self.leases.admit(request.trial_id, wire.get(md, wire.TUNER_ID))
+            if wire.get(md, wire.REPORT) == wire.PROGRESS:
+                # The heartbeat: recorded, not scored (the final report is scored, as stock).
+                trial = self.oracle.get_trial(request.trial_id)
+            else:
+                trial = self.oracle.update_trial(request.trial_id, metrics, step=request.step)
         self.ledger.trial_reported(request.trial_id, request.step, metrics)
         if self._stop_early(request, metrics, context):
             return pb2.UpdateTrialResponse(trial=_with_status(trial, TrialStatus.STOPPED))
@@ -152,7 +200,9 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
 
     def _stop_early(self, request: Any, metrics: dict, context: grpc.ServicerContext) -> bool:
         """Ask the early-stopping rule, for per-epoch reports only (see chief/stopping.py)."""
-        if self.stopping is None or not _is_per_epoch(context):
+        # Only our workers' per-epoch progress reports; keras-tuner's end-of-trial report (the
+        # only one a stock worker sends) is never answered STOPPED.
+        if self.stopping is None or wire.get(context.invocation_metadata(), wire.REPORT) != wire.PROGRESS:
             return False
         value = metrics.get(self.oracle.objective.name)
         if value is None:
@@ -166,12 +216,30 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
     @_rpc
     def EndTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
         trial = keras_tuner.engine.trial.Trial.from_proto(request.trial)
-        self._decide("end_trial", lambda: self.oracle.end_trial(trial))
+        md = context.invocation_metadata()
+        if trial.message is None:  # keras-tuner's proto drops it; our workers send it alongside
+            trial.message = wire.get(md, wire.MESSAGE)
+        self._refuse_if_failed(context, wire.get(md, wire.TUNER_ID))
+        with self.leases.lock:
+            self.leases.admit(trial.trial_id, wire.get(md, wire.TUNER_ID))
+            try:
+                self._decide("end_trial", lambda: self.oracle.end_trial(trial))
+            except RuntimeError:
+                # Too many consecutive failures: keras-tuner raised before saving this trial.
+                # This worker is told by the FAILED_PRECONDITION answer.
+                self.told_failed.add(wire.get(md, wire.TUNER_ID) or "")
+                ended = self.oracle.get_trial(trial.trial_id)
+                compat.save_trial(self.oracle, ended)
+                self.ledger.trial_ended(trial.trial_id, ended.status, None, self._better, ended.message)
+                raise
+            finally:
+                self.leases.release(trial.trial_id)
         ended = self.oracle.get_trial(trial.trial_id)
         status = ended.status
         if compat.queued_for_retry(self.oracle, trial.trial_id):
             status = "RETRY"
         score = ended.score if ended.status == TrialStatus.COMPLETED else None
+        log.info("trial %s ended %s (score %s)", trial.trial_id, status, score)
         self.ledger.trial_ended(trial.trial_id, status, score, self._better, ended.message)
         if self.stopping is not None:
             if status == "RETRY":

@@ -3,18 +3,20 @@
 keras-tuner leaves early stopping in distributed searches as a TODO (``Oracle.update_trial``:
 "To signal early stopping, set Trial.status to STOPPED"). Here the chief does it:
 
-1. A worker reports each epoch through ``UpdateTrial`` (``step`` = epoch, 0-based), see
-   :mod:`tuner_service.reporting`.
+1. Our workers report each epoch through ``UpdateTrial`` (``step`` = epoch, 0-based), marked as
+   progress (``tuner-service-report: progress``, :mod:`tuner_service.wire`): the same report
+   is the heartbeat of the worker's lease (:mod:`tuner_service.chief.leases`).
 2. The servicer asks :class:`EarlyStopping` whether the trial should stop; if so, the
    ``UpdateTrial`` answer carries ``status=STOPPED`` (only the answer: the oracle's own trial
    stays RUNNING).
-3. The worker sets ``model.stop_training = True``; the trial then ends **normally, as
-   COMPLETED**, with the epochs it trained. Its score is its best objective over those epochs, so
-   the oracle (random, Bayesian...) learns from it like from any other trial.
+3. The worker (``Worker._report``) sets ``model.stop_training = True``; the trial then ends
+   **normally, as COMPLETED**, with the epochs it trained: keras-tuner's own end-of-trial report
+   scores it by its best epoch among those, so the oracle (random, Bayesian...) learns from it
+   like from any other trial.
 
 Rules are small strategies behind :class:`StoppingRule` (like Optuna's pruners); adding one
-touches this file only. A stock keras-tuner worker never reports per epoch, so nothing of its
-trials is ever stopped, and the chief stays wire-compatible.
+touches this file only. A stock keras-tuner worker sends only its end-of-trial report, which is
+not a progress report, so none of its trials is ever stopped, and the chief stays wire-compatible.
 
 Example::
 

@@ -1,0 +1,248 @@
+"""Leases, fencing and the wire extensions, against a real keras-tuner oracle over real gRPC.
+
+No training here: trials are handed out and reported on by hand, with a fake clock for leases.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import keras
+import keras_tuner
+import pytest
+from keras_tuner.engine.trial import TrialStatus
+
+from tuner_service import compat, wire
+from tuner_service.chief.leases import Leases, StaleHolder
+from tuner_service.chief.ledger import Ledger
+from tuner_service.chief.server import make_server
+from tuner_service.chief.servicer import OracleServicer
+from tuner_service.client import ServiceOracleClient, TrialFenced
+
+pb2 = compat.service_pb2()
+
+
+def _build(hp: keras_tuner.HyperParameters) -> keras.Model:
+    hp.Int("units", 1, 64)
+    return keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+
+
+def _oracle(tmp_path: Path, max_trials: int = 3, **kwargs) -> keras_tuner.Oracle:
+    tuner = keras_tuner.RandomSearch(
+        _build,
+        objective=keras_tuner.Objective("val_accuracy", "max"),
+        max_trials=max_trials,
+        directory=str(tmp_path),
+        project_name="p",
+        **kwargs,
+    )
+    tuner.save()  # so that a second tuner on this directory reloads it, like a restarted chief
+    return tuner.oracle
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def leases(tmp_path: Path):
+    oracle = _oracle(tmp_path)
+    ledger = Ledger("p", 3)
+    events: list = []
+    ledger.subscribe(events.append)
+    clock = Clock()
+    return Leases(oracle, ledger, timeout=10, clock=clock), oracle, ledger, clock, events
+
+
+def _hand_out(leases: Leases, oracle, ledger, tuner_id: str) -> str:
+    trial = oracle.create_trial(tuner_id)
+    leases.grant(trial.trial_id, tuner_id)
+    ledger.trial_started(tuner_id, trial.trial_id)
+    return trial.trial_id
+
+
+def test_silent_worker_loses_its_trial_without_a_failure(leases):
+    table, oracle, ledger, clock, events = leases
+    tid = _hand_out(table, oracle, ledger, "w0")
+    clock.now += 9
+    table.admit(tid, "w0")  # the heartbeat renews the lease
+    clock.now += 9
+    assert table.reap() == []
+    clock.now += 2
+    assert table.reap() == [tid]
+    assert tid in compat.retry_queue(oracle) and "w0" not in oracle.ongoing_trials
+    assert oracle._run_times[tid] == 0  # not counted as a run: no retry budget spent
+    assert ledger.trials[tid].status == "QUEUED" and ledger.trials[tid].reassigned == 1
+    reassigned = [e for e in events if e.kind == "trial_reassigned"]
+    assert reassigned[0].trial_id == tid and reassigned[0].tuner_id == "w0"
+    assert reassigned[0].data["silent_for"] == pytest.approx(11)
+
+    # The next worker that asks gets it (and it counts as a second attempt).
+    assert _hand_out(table, oracle, ledger, "w1") == tid
+    assert ledger.trials[tid].attempts == 2 and table.holder(tid) == "w1"
+
+
+def test_late_report_from_old_holder_is_fenced(leases):
+    table, oracle, ledger, clock, _ = leases
+    tid = _hand_out(table, oracle, ledger, "w0")
+    clock.now += 11
+    table.reap()
+    _hand_out(table, oracle, ledger, "w1")
+    with pytest.raises(StaleHolder, match=f"trial {tid} is no longer held by w0; it was reassigned to w1"):
+        table.admit(tid, "w0")
+    table.admit(tid, "w1")
+    table.admit(tid, None)  # a stock worker names no tuner id: accepted, as stock does
+
+
+def test_old_holder_gets_its_trial_back_while_nobody_took_it(leases):
+    table, oracle, ledger, clock, events = leases
+    tid = _hand_out(table, oracle, ledger, "w0")
+    clock.now += 11
+    table.reap()
+    table.admit(tid, "w0")
+    assert oracle.ongoing_trials["w0"].trial_id == tid and tid not in compat.retry_queue(oracle)
+    assert ledger.trials[tid].status == "RUNNING" and ledger.trials[tid].attempts == 1
+    assert events[-1].kind == "trial_reattached"
+
+
+def test_restarted_chief_regrants_running_trials_to_their_holders(tmp_path):
+    oracle = _oracle(tmp_path)
+    ledger = Ledger("p", 3)
+    first = oracle.create_trial("w0").trial_id
+    ledger.trial_started("w0", first)
+    oracle.save()
+    # A new chief on the same storage: keras-tuner reloads and queues the running trial.
+    again = _oracle(tmp_path)
+    assert compat.retry_queue(again) == [first] and not again.ongoing_trials
+    table = Leases(again, ledger, timeout=10)
+    assert table.restore() == [first]
+    assert again.ongoing_trials["w0"].trial_id == first and table.holder(first) == "w0"
+    # Its end is accepted from the holder (keras-tuner's display had not recorded its start).
+    trial = again.get_trial(first)
+    trial.status = TrialStatus.COMPLETED
+    again.update_trial(first, {"val_accuracy": 0.5})
+    again.end_trial(trial)
+    assert again.get_trial(first).status == TrialStatus.COMPLETED
+
+
+def test_ended_trial_is_never_handed_out_again_after_reload(tmp_path):
+    oracle = _oracle(tmp_path)
+    trial = oracle.create_trial("w0")
+    oracle.update_trial(trial.trial_id, {"val_accuracy": 0.7})
+    trial.status = TrialStatus.COMPLETED
+    # keras-tuner's end_trial saves oracle.json while the trial is still "ongoing"; a chief
+    # killed right then reloads it as ongoing. Reproduce that file.
+    oracle.end_trial(trial)
+    oracle.ongoing_trials["w0"] = oracle.get_trial(trial.trial_id)
+    oracle.save()
+    again = _oracle(tmp_path)
+    assert compat.retry_queue(again) == [trial.trial_id]
+    assert compat.drop_ended_from_retry_queue(again) == [trial.trial_id]
+    assert compat.retry_queue(again) == []
+    assert again.create_trial("w1").trial_id != trial.trial_id
+
+
+def test_oracle_lock_is_released_after_an_oracle_error(tmp_path):
+    oracle = _oracle(tmp_path)
+
+    def bad_call() -> None:
+        try:
+            oracle.update_trial("no-such-trial", {"val_accuracy": 1.0})
+        except KeyError:
+            compat.release_leaked_oracle_lock(oracle)
+
+    t = threading.Thread(target=bad_call)
+    t.start()
+    t.join()
+    done = threading.Event()
+    other = threading.Thread(target=lambda: (oracle.create_trial("w0"), done.set()), daemon=True)
+    other.start()
+    assert done.wait(10), "the oracle stayed locked after update_trial raised on another thread"
+
+
+# -- over gRPC -------------------------------------------------------------------------------------
+@pytest.fixture
+def served(tmp_path: Path):
+    oracle = _oracle(tmp_path, max_retries_per_trial=0)
+    ledger = Ledger("p", 3)
+    servicer = OracleServicer(oracle, ledger, lease_timeout=60)
+    server, _, port = make_server(servicer, "127.0.0.1:0")
+    server.start()
+    clients: list[ServiceOracleClient] = []
+
+    def client(tuner_id: str) -> ServiceOracleClient:
+        c = ServiceOracleClient(oracle, f"127.0.0.1:{port}", tuner_id, chief_deadline=5)
+        clients.append(c)
+        return c
+
+    yield servicer, client, port
+    for c in clients:
+        c.close()
+    server.stop(None)
+
+
+def test_progress_is_a_heartbeat_and_not_scored(served):
+    servicer, client, _ = served
+    w0 = client("w0")
+    trial = w0.create_trial("w0")
+    for epoch, acc in enumerate([0.9, 0.2]):
+        w0.report_progress(trial.trial_id, {"val_accuracy": acc, "loss": 1.0}, step=epoch)
+    # keras-tuner's Tuner skips its final report when the objective was already reported;
+    # progress must not count as that, so the trial is scored exactly as stock scores it.
+    assert not w0.get_trial(trial.trial_id).metrics.exists("val_accuracy")
+    assert servicer.ledger.trials[trial.trial_id].epochs == 2
+    w0.update_trial(trial.trial_id, {"val_accuracy": 0.5}, step=1)  # the final (stock) report
+    trial.status = TrialStatus.COMPLETED
+    w0.end_trial(trial)
+    assert servicer.oracle.get_trial(trial.trial_id).score == 0.5
+
+
+def test_fenced_worker_gets_aborted_and_the_new_holder_finishes(served):
+    servicer, client, _ = served
+    w0, w1 = client("w0"), client("w1")
+    trial = w0.create_trial("w0")
+    servicer.leases.clock = lambda: time.monotonic() + 61  # w0 has been silent past its lease
+    servicer.reap_leases()
+    assert w1.create_trial("w1").trial_id == trial.trial_id
+    with pytest.raises(TrialFenced, match="reassigned to w1"):
+        w0.report_progress(trial.trial_id, {"val_accuracy": 0.1}, step=3)
+    with pytest.raises(TrialFenced):
+        w0.end_trial(trial)
+    w1.update_trial(trial.trial_id, {"val_accuracy": 0.4})
+    trial.status = TrialStatus.COMPLETED
+    w1.end_trial(trial)
+    assert servicer.oracle.get_trial(trial.trial_id).score == 0.4
+
+
+def test_error_message_travels_beside_the_stock_message_and_stock_workers_still_work(served):
+    servicer, client, port = served
+    w0 = client("w0")
+    trial = w0.create_trial("w0")
+    trial.status = TrialStatus.FAILED
+    trial.message = "Traceback ...\nValueError: loss is NaN"
+    w0.end_trial(trial)
+    assert servicer.oracle.get_trial(trial.trial_id).message.endswith("ValueError: loss is NaN")
+    assert servicer.ledger.trials[trial.trial_id].message.endswith("loss is NaN")
+
+    # A stock keras-tuner worker: the same messages, no metadata at all.
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = compat.service_pb2_grpc().OracleStub(channel)
+        stock = stub.CreateTrial(pb2.CreateTrialRequest(tuner_id="stock")).trial
+        stub.UpdateTrial(pb2.UpdateTrialRequest(trial_id=stock.trial_id, metrics={"val_accuracy": 0.3}))
+        ended = keras_tuner.engine.trial.Trial.from_proto(stock)
+        ended.status = TrialStatus.COMPLETED
+        stub.EndTrial(pb2.EndTrialRequest(trial=ended.to_proto()))
+    assert servicer.oracle.get_trial(stock.trial_id).score == 0.3
+
+
+def test_wire_message_keeps_the_tail():
+    long = "x" * 10_000 + "ValueError: the end"
+    assert wire.encode_message(long).decode().endswith("ValueError: the end")
+    assert len(wire.encode_message(long)) == wire.MESSAGE_LIMIT
