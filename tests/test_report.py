@@ -103,3 +103,20 @@ def test_report_renders_from_a_real_search(tmp_path: Path):
     assert f"{100 * results['test_accuracy']:.2f} %" in page
     md = (project / "report.md").read_text()
     assert md.count("| COMPLETED |") == results["trials_completed"] == 3
+
+
+def test_learning_curves_come_from_the_chiefs_trial_history(tmp_path: Path):
+    """trial.json holds keras-tuner's final report only; the chief's history has every epoch."""
+    from tuner_service.report import write_report
+
+    spec = spec_module.load(tiny_study(tmp_path, epochs=3))
+    _write_trial(spec.project_dir, "0", {"optimizer": "adam", "units": 100}, [0.8])
+    lines = [
+        json.dumps({"trial_id": "0", "step": s, "metrics": {"val_accuracy": v}, "time": 1.0 + s})
+        for s, v in enumerate([0.5, 0.7, 0.8])
+    ]
+    (spec.project_dir / "trial_history.jsonl").write_text("\n".join(lines) + "\n")
+    page = write_report(spec).read_text()
+    assert page.count("data:image/png;base64,") == 3
+    md = (spec.project_dir / "report.md").read_text()
+    assert "| 0 | COMPLETED | 0.8000 | 3 |" in md  # epochs trained, from the history

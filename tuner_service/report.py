@@ -98,6 +98,15 @@ def _curves(trial_json: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+def _history_curves(points: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Curves from the chief's trial_history.jsonl points (one per reported epoch)."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for point in sorted(points, key=lambda p: p["step"]):
+        for name, value in point["metrics"].items():
+            out.setdefault(name, []).append((int(point["step"]), float(value)))
+    return out
+
+
 def load(spec: StudySpec) -> SearchView:
     """Everything the report shows, from the search's storage."""
     project = spec.project_dir
@@ -107,6 +116,11 @@ def load(spec: StudySpec) -> SearchView:
     ledger = (_read_json(project / "service_state.json") or {}).get("trials", {})
     stopping = _read_json(project / "early_stopping.json")
     stopped = set((stopping or {}).get("stopped", {}))
+    # Per-epoch values: workers report every epoch to the chief, which keeps them in
+    # trial_history.jsonl (when its status API is on); trial.json has keras-tuner's final report.
+    from tuner_service.status.history import HISTORY_FILE, read
+
+    histories = read(project / HISTORY_FILE)
     trials = []
     for path in paths:
         raw = _read_json(path)
@@ -114,7 +128,14 @@ def load(spec: StudySpec) -> SearchView:
             continue
         tid = str(raw.get("trial_id"))
         rec = ledger.get(tid, {})
-        curves = _curves(raw)
+        points = histories.get(tid, [])
+        stop_history = (stopping or {}).get("history", {}).get(tid, {})
+        if len(points) > 1:
+            curves = _history_curves(points)
+        elif stop_history:  # the early-stopping rule's own record of the objective per epoch
+            curves = {spec.objective: sorted((int(k), sum(v) / len(v)) for k, v in stop_history.items() if v)}
+        else:
+            curves = _curves(raw)
         trials.append(
             TrialView(
                 trial_id=tid,
@@ -334,7 +355,10 @@ def sections(view: SearchView) -> list[tuple[str, list[list[str]] | None, str | 
     curve_note = (
         ""
         if "curves" in view.images
-        else ("No per-epoch history recorded: workers report each epoch when early stopping is on.")
+        else (
+            "No per-epoch history recorded (the chief keeps one in trial_history.jsonl when its "
+            "status API is on, and in early_stopping.json when early stopping is on)."
+        )
     )
     out.append(
         (
