@@ -50,7 +50,6 @@ from tuner_service.oracles._kt_private import attach_project_dir  # noqa: E402
 
 OBJECTIVE = keras_tuner.Objective("score", "max")
 CHECKPOINTS = (25, 50, 100)
-WINDOW = 10
 
 
 def _stock(**kw):
@@ -83,12 +82,20 @@ class Run:
     proposals: int = 0
 
 
-def make_oracle(kind: str, problem: Problem, seed: int, max_trials: int, workdir: str):
+def make_oracle(
+    kind: str,
+    problem: Problem,
+    seed: int,
+    max_trials: int,
+    workdir: str,
+    num_initial_points: int | None = None,
+):
     oracle = MAKERS[kind](
         objective=OBJECTIVE,
         max_trials=max_trials,
         hyperparameters=problem.make_space(),
         seed=seed,
+        num_initial_points=num_initial_points,
     )
     attach_project_dir(oracle, tempfile.mkdtemp(dir=workdir), f"{kind}-{problem.name}-{seed}")
     oracle.verbose = 0
@@ -104,13 +111,14 @@ def drive(
     workers: int,
     workdir: str,
     count_from: int = 0,
+    num_initial_points: int | None = None,
 ) -> Run:
     """Runs ``budget`` trials with ``workers`` trials kept pending, the oldest finishing first.
 
     Proposals made with fewer than ``count_from`` completed trials are not counted in the
     duplicate statistics (set it to the random start's length to judge the model's proposals).
     """
-    oracle = make_oracle(kind, problem, seed, budget, workdir)
+    oracle = make_oracle(kind, problem, seed, budget, workdir, num_initial_points)
     run = Run()
     pending: list = []  # (tuner_id, trial), oldest first
     seen_values: list[dict] = []
@@ -169,6 +177,48 @@ def drive(
     return run
 
 
+def latency_run(kind: str, per_window: int, workdir: str) -> Run:
+    """Times ``per_window`` model-based decisions at each checkpoint of one MLP search.
+
+    Between checkpoints the history is filled by the oracle's own random sampler (the public
+    ``num_initial_points`` set out of reach), which costs stock and ours the same and keeps
+    stock's part of the benchmark within minutes. At a checkpoint N the default is restored and
+    the next ``per_window`` create/end cycles are timed, so they are taken with N..N+per_window-1
+    completed trials; samples are recorded as ``(N, seconds)``. The first timed decision after a
+    fill includes our full model refit (it lands in our p99).
+    """
+    problem = PROBLEMS["mlp"]
+    oracle = make_oracle(kind, problem, 0, max(CHECKPOINTS) + per_window + 1, workdir)
+    run = Run()
+    evaluations = 0
+
+    def cycle(checkpoint: int | None) -> None:
+        nonlocal evaluations
+        t0 = time.perf_counter()
+        trial = oracle.create_trial("worker-0")
+        t1 = time.perf_counter()
+        oracle.update_trial(
+            trial.trial_id, {"score": problem.noisy(trial.hyperparameters.values, 0, evaluations, 0)}
+        )
+        evaluations += 1
+        trial.status = "COMPLETED"
+        t2 = time.perf_counter()
+        oracle.end_trial(trial)
+        t3 = time.perf_counter()
+        if checkpoint is not None:
+            run.create_s.append((checkpoint, t1 - t0))
+            run.end_s.append((checkpoint, t3 - t2))
+
+    for checkpoint in CHECKPOINTS:
+        oracle.num_initial_points = 10**9
+        while sum(t.status == "COMPLETED" for t in oracle.trials.values()) < checkpoint:
+            cycle(None)
+        oracle.num_initial_points = None
+        for _ in range(per_window):
+            cycle(checkpoint)
+    return run
+
+
 # --- reporting --------------------------------------------------------------------------------
 
 
@@ -176,14 +226,19 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000.0, q)) if xs else float("nan")
 
 
-def _window(samples: list[tuple[int, float]], n: int) -> list[float]:
-    return [s for c, s in samples if n <= c < n + WINDOW]
+def _at(samples: list[tuple[int, float]], checkpoint: int) -> list[float]:
+    return [s for c, s in samples if c == checkpoint]
 
 
 def _fmt_ms(x: float) -> str:
     if x != x:  # nan
         return "-"
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def _ratio(stock: float, ours: float) -> str:
+    r = stock / ours
+    return f"{r:,.0f}x" if r >= 10 else f"{r:.2g}x"
 
 
 def latency_table(runs: dict[str, list[Run]]) -> list[str]:
@@ -197,14 +252,14 @@ def latency_table(runs: dict[str, list[Run]]) -> list[str]:
         for call in ("create", "end"):
             row = {}
             for kind in ("stock", "ours"):
-                xs = [s for r in runs[kind] for s in _window(getattr(r, f"{call}_s"), n)]
+                xs = [s for r in runs[kind] for s in _at(getattr(r, f"{call}_s"), n)]
                 row[kind] = (_pct(xs, 50), _pct(xs, 99), len(xs))
             (sp50, sp99, sn), (op50, op99, on) = row["stock"], row["ours"]
             out[(n, call)] = row
             lines.append(
                 f"| {n} | {'CreateTrial' if call == 'create' else 'EndTrial'} | {_fmt_ms(sp50)} ms"
                 f" | {_fmt_ms(sp99)} ms | {_fmt_ms(op50)} ms | {_fmt_ms(op99)} ms"
-                f" | {sp50 / op50:,.0f}x | {sp99 / op99:,.0f}x | {sn}/{on} |"
+                f" | {_ratio(sp50, op50)} | {_ratio(sp99, op99)} | {sn}/{on} |"
             )
     return lines
 
@@ -270,10 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: tiny budgets, < 60 s")
     parser.add_argument("--seeds", type=int, default=5, help="regret seeds per problem")
-    parser.add_argument("--budget", type=int, default=60, help="trials per regret run")
-    parser.add_argument("--latency-trials", type=int, default=110)
+    parser.add_argument("--budget", type=int, default=30, help="trials per regret run")
+    parser.add_argument(
+        "--initial",
+        type=int,
+        default=10,
+        help="num_initial_points for both BO oracles in the regret and parallel runs",
+    )
+    parser.add_argument("--stock-samples", type=int, default=4, help="timed decisions/checkpoint")
+    parser.add_argument("--ours-samples", type=int, default=20, help="timed decisions/checkpoint")
     parser.add_argument("--parallel-seeds", type=int, default=2)
-    parser.add_argument("--parallel-budget", type=int, default=45)
+    parser.add_argument("--parallel-budget", type=int, default=26)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--noise", type=float, default=0.0, help="sd of the objective's noise")
     parser.add_argument(
@@ -284,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seeds, args.budget, args.latency_trials = 1, 25, 26
-        args.parallel_seeds, args.parallel_budget = 1, 24
+        args.seeds, args.budget, args.stock_samples, args.ours_samples = 1, 11, 1, 5
+        args.parallel_seeds, args.parallel_budget = 1, 14
     parts = set(args.parts.split(","))
 
     started = time.perf_counter()
@@ -301,7 +363,16 @@ def main(argv: list[str] | None = None) -> int:
             regret[name] = {}
             for kind in ("stock", "ours", "random"):
                 regret[name][kind] = [
-                    drive(kind, problem, seed, args.budget, args.noise, 1, workdir)
+                    drive(
+                        kind,
+                        problem,
+                        seed,
+                        args.budget,
+                        args.noise,
+                        1,
+                        workdir,
+                        num_initial_points=args.initial,
+                    )
                     for seed in range(1, args.seeds + 1)
                 ]
                 print(
@@ -309,18 +380,18 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-        # Latency: one long sequential run per oracle on the MLP space.
+        # Latency: timed decisions at each checkpoint of one MLP search per oracle.
         latency: dict[str, list[Run]] = {}
+        samples = {"stock": args.stock_samples, "ours": args.ours_samples}
         for kind in ("stock", "ours") if "latency" in parts else ():
-            long_run = drive(kind, PROBLEMS["mlp"], 0, args.latency_trials, args.noise, 1, workdir)
-            latency[kind] = [long_run] + regret.get("mlp", {}).get(kind, [])
+            latency[kind] = [latency_run(kind, samples[kind], workdir)]
             print(
                 f"  latency {kind} done at {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True
             )
         # Parallel duplicates.
         parallel: dict[str, list[Run]] = {}
         mlp = PROBLEMS["mlp"]
-        random_start = max(3 * len(mlp.make_space().space), 3)
+        random_start = args.initial
         for kind in ("stock", "ours", "random") if "parallel" in parts else ():
             parallel[kind] = [
                 drive(
@@ -332,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.workers,
                     workdir,
                     count_from=random_start,
+                    num_initial_points=args.initial,
                 )
                 for s in range(args.parallel_seeds)
             ]
@@ -346,14 +418,15 @@ def main(argv: list[str] | None = None) -> int:
     if latency:
         print("## Decision latency (MLP space, sequential, in-process; ms)\n")
         print(
-            f"Windows: decisions taken with N..N+{WINDOW - 1} completed trials; seed 0 run to "
-            f"{args.latency_trials} trials plus the MLP regret runs.\n"
+            f"At each checkpoint N, {args.stock_samples} (stock) / {args.ours_samples} (ours) "
+            "timed create/end cycles after a random fill to N trials (see latency_run).\n"
         )
         print("\n".join(latency_table(latency)))
     if regret:
         print("\n## Regret (optimum minus the true value of the best-observed trial; accuracy points x100)\n")
         print(
-            f"Budget {args.budget} trials, seeds 1..{args.seeds}, noise sd {args.noise}; "
+            f"Budget {args.budget} trials ({args.initial} random first), seeds 1..{args.seeds}, "
+            f"noise sd {args.noise}; "
             f"optimum MLP {PROBLEMS['mlp'].optimum:.4f}, CNN {PROBLEMS['cnn'].optimum:.4f}.\n"
         )
         print("\n".join(regret_table(regret)))

@@ -25,7 +25,6 @@ _JITTER = 1e-8
 # Box and weak priors (log space) for the MAP fit; targets are standardised.
 _LOG_LS_BOUNDS = (math.log(0.02), math.log(50.0))
 _LOG_S2_BOUNDS = (math.log(0.05), math.log(20.0))
-_LOG_N2_MAX = math.log(1.0)
 _LOG_LS_PRIOR = (0.0, 1.5)  # mean, sd
 _LOG_S2_PRIOR = (0.0, 1.5)
 
@@ -47,8 +46,8 @@ class Theta:
         return cls(v[:-2].copy(), float(v[-2]), float(v[-1]))
 
     @classmethod
-    def default(cls, d: int, min_noise: float) -> Theta:
-        return cls(np.zeros(d), 0.0, math.log(max(min_noise, 1e-3)))
+    def default(cls, d: int, noise: float) -> Theta:
+        return cls(np.zeros(d), 0.0, math.log(max(noise, 1e-10)))
 
 
 def _sqdist_per_dim(ord_a, cat_a, ord_b, cat_b) -> np.ndarray:
@@ -106,7 +105,7 @@ def _neg_log_posterior(v, D, y, min_log_n2):
     nll += 0.5 * ((theta.log_s2 - mu) / sd) ** 2
     grad[d] += (theta.log_s2 - mu) / sd**2
     lo = np.concatenate([np.full(d, _LOG_LS_BOUNDS[0]), [_LOG_S2_BOUNDS[0], min_log_n2]])
-    hi = np.concatenate([np.full(d, _LOG_LS_BOUNDS[1]), [_LOG_S2_BOUNDS[1], _LOG_N2_MAX]])
+    hi = np.concatenate([np.full(d, _LOG_LS_BOUNDS[1]), [_LOG_S2_BOUNDS[1], math.log(1.0)]])
     over, under = np.maximum(v - hi, 0.0), np.maximum(lo - v, 0.0)
     nll += 50.0 * float(np.sum(over**2 + under**2))
     grad += 100.0 * (over - under)
@@ -155,50 +154,37 @@ def fit_theta(
     cat: np.ndarray,
     y: np.ndarray,
     starts: list[Theta],
-    min_noise: float,
+    noise: float,
     max_iter: int = 40,
-    shared_lengthscale: bool = False,
+    shared_lengthscale: bool = True,
 ) -> Theta:
-    """MAP kernel hyperparameters for standardised targets ``y``, best over ``starts``."""
+    """MAP length scale(s) and signal variance for standardised ``y``, best over ``starts``.
+
+    The noise variance is not fitted: it is ``noise`` (the oracle's ``alpha``), as in stock.
+    """
     D = _sqdist_per_dim(ordinal, cat, ordinal, cat)
     d = D.shape[2]
-    min_log_n2 = math.log(max(min_noise, 1e-10))
+    log_n2 = math.log(max(noise, 1e-10))
+    n_ls = 1 if shared_lengthscale else d
 
-    if shared_lengthscale:
+    def full(u):  # free parameters -> [log_ls (d), log_s2, log_n2]
+        return np.concatenate([np.broadcast_to(u[:n_ls], (d,)), [u[n_ls], log_n2]])
 
-        def objective(u):
-            v = np.concatenate([np.full(d, u[0]), u[1:]])
-            f, g = _neg_log_posterior(v, D, y, min_log_n2)
-            return f, np.concatenate([[g[:d].sum()], g[d:]])
-
-        def pack(theta):
-            return np.concatenate([[theta.log_ls.mean()], theta.vector()[-2:]])
-
-        def unpack(u):
-            return np.concatenate([np.full(d, u[0]), u[1:]])
-
-    else:
-
-        def objective(v):
-            return _neg_log_posterior(v, D, y, min_log_n2)
-
-        def pack(theta):
-            return theta.vector()
-
-        def unpack(u):
-            return u
+    def objective(u):
+        f, g = _neg_log_posterior(full(u), D, y, log_n2)
+        g_ls = [g[:d].sum()] if shared_lengthscale else g[:d]
+        return f, np.concatenate([g_ls, [g[d]]])
 
     best, best_f = None, np.inf
     for start in starts:
-        u0 = pack(start)
-        u0[-1] = max(u0[-1], min_log_n2)
-        u, fu = _bfgs(objective, u0, max_iter)
+        ls0 = [start.log_ls.mean()] if shared_lengthscale else start.log_ls
+        u, fu = _bfgs(objective, np.concatenate([ls0, [start.log_s2]]), max_iter)
         if fu < best_f:
-            best, best_f = unpack(u), fu
+            best, best_f = full(u), fu
     if best is None:
         return starts[0]
-    lo = np.concatenate([np.full(d, _LOG_LS_BOUNDS[0]), [_LOG_S2_BOUNDS[0], min_log_n2]])
-    hi = np.concatenate([np.full(d, _LOG_LS_BOUNDS[1]), [_LOG_S2_BOUNDS[1], _LOG_N2_MAX]])
+    lo = np.concatenate([np.full(d, _LOG_LS_BOUNDS[0]), [_LOG_S2_BOUNDS[0], log_n2]])
+    hi = np.concatenate([np.full(d, _LOG_LS_BOUNDS[1]), [_LOG_S2_BOUNDS[1], log_n2]])
     return Theta.from_vector(np.clip(best, lo, hi))
 
 

@@ -36,6 +36,7 @@ from ``keras_tuner.Oracle`` where they are already ``@keras_tuner.synchronized``
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -43,12 +44,34 @@ import keras_tuner
 import numpy as np
 
 from tuner_service.oracles import _kt_private
+
+try:  # ships with scikit-learn; optional here
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # pragma: no cover
+    ThreadpoolController = None
 from tuner_service.oracles._gp import Posterior, Theta, fit_theta
 from tuner_service.oracles._space import SpaceCodec
 
 _RUNNING = "RUNNING"
 _STOPPED = "STOPPED"
 _COMPLETED = "COMPLETED"
+_BLAS = None
+
+
+def _single_threaded_blas():
+    """Runs NumPy's BLAS on one thread for the duration of a decision.
+
+    Our matrices are at most a few thousand by a few hundred: threading them buys nothing, and
+    on a busy 2-core machine OpenBLAS threads spin-waiting for each other made a 100x100 solve
+    take 30 ms instead of 0.1 ms (docs/oracle.md). Without threadpoolctl this is a no-op; set
+    OPENBLAS_NUM_THREADS=1 in the chief's environment instead.
+    """
+    global _BLAS
+    if ThreadpoolController is None:
+        return contextlib.nullcontext()
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 class FastBayesianOptimizationOracle(keras_tuner.Oracle):
@@ -119,6 +142,7 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         self._fit: dict[str, Any] | None = None  # JSON-able: names, theta, fitted_at
         self._codec: SpaceCodec | None = None
         self._codec_signature: tuple | None = None
+        self._encoded: dict[str, tuple[dict, np.ndarray, bytes]] = {}  # trial_id -> cache
         self.last_decision: dict[str, Any] = {}  # what the last populate_space did (for logs)
 
     # --- keras-tuner hooks -------------------------------------------------------------------
@@ -130,7 +154,8 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         codec = self._space_codec()
         if len(completed) < num_initial or codec.d == 0:
             return self._random_response("random")
-        values = self._propose(codec, completed, exclude_trial_id=trial_id)
+        with _single_threaded_blas():
+            values = self._propose(codec, completed, exclude_trial_id=trial_id)
         if values is None:  # the model found nothing new: fall back to the random sampler
             return self._random_response("random-fallback")
         return {"status": _RUNNING, "values": values}
@@ -179,24 +204,32 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         if self._codec is None or signature != self._codec_signature:
             self._codec = SpaceCodec(self.hyperparameters)
             self._codec_signature = signature
+            self._encoded = {}
         return self._codec
 
+    def _encode(self, codec: SpaceCodec, trial) -> tuple[np.ndarray, bytes]:
+        """A trial's vector and duplicate key, cached while its values stay the same."""
+        values = trial.hyperparameters.values
+        hit = self._encoded.get(trial.trial_id)
+        if hit is not None and hit[0] == values:
+            return hit[1], hit[2]
+        x = codec.encode(values)
+        key = codec.keys(x[None, :])[0]
+        self._encoded[trial.trial_id] = (dict(values), x, key)
+        return x, key
+
     def _propose(self, codec: SpaceCodec, completed: list, exclude_trial_id) -> dict | None:
-        X = np.array([codec.encode(t.hyperparameters.values) for t in completed])
+        X = np.array([self._encode(codec, t)[0] for t in completed])
         y = np.array([float(t.score) for t in completed])
         if self.objective.direction == "max":
             y = -y  # minimise throughout
         y = self._standardise(y)
 
         pending = [
-            codec.encode(t.hyperparameters.values)
-            for t in self.ongoing_trials.values()
-            if t.trial_id != exclude_trial_id
+            self._encode(codec, t)[0] for t in self.ongoing_trials.values() if t.trial_id != exclude_trial_id
         ]
         P = np.array(pending).reshape(-1, codec.d)
-        tried = set(
-            codec.keys(np.array([codec.encode(t.hyperparameters.values) for t in self.trials.values()]))
-        )
+        tried = {self._encode(codec, t)[1] for t in self.trials.values()}
 
         theta, refitted = self._theta(codec, X, y)
         posterior = Posterior(theta, *codec.gp_inputs(X), y, *codec.gp_inputs(P), codec.cat_sizes)
@@ -226,7 +259,7 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         if self._fit is not None:
             by_name = dict(zip(self._fit["names"], self._fit["log_ls"], strict=True))
             log_ls = np.array([by_name.get(name, 0.0) for name in codec.names])
-            cached = Theta(log_ls, self._fit["log_s2"], self._fit["log_n2"])
+            cached = Theta(log_ls, self._fit["log_s2"], math.log(max(self.alpha, 1e-10)))
             fitted_at = self._fit["fitted_at"]
             same_dims = list(self._fit["names"]) == codec.names
             if same_dims and n < fitted_at + max(2, fitted_at // 10):
@@ -238,7 +271,7 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
             *codec.gp_inputs(X),
             y,
             starts,
-            min_noise=self.alpha,
+            noise=self.alpha,
             max_iter=self.fit_iterations,
             shared_lengthscale=not self.ard,
         )
@@ -254,10 +287,17 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
     def _maximise_acquisition(self, codec, posterior, X, y, tried, rng):
         """The untried grid point with the lowest ``mu - beta * sigma`` that we can find."""
 
-        def fresh(C):
-            C = np.unique(codec.snap(C), axis=0)
-            keep = [k not in tried for k in codec.keys(C)]
-            return C[np.array(keep, dtype=bool)] if len(C) else C
+        def fresh(C, exclude=()):
+            """Snapped, de-duplicated, and none of them tried already (nor in ``exclude``)."""
+            C = codec.snap(C)
+            seen = set(tried)
+            seen.update(codec.keys(exclude) if len(exclude) else ())
+            keep = []
+            for i, key in enumerate(codec.keys(C)):
+                if key not in seen:
+                    seen.add(key)
+                    keep.append(i)
+            return C[keep]
 
         def score(C):
             mu, sd = posterior.predict(*codec.gp_inputs(C))
@@ -285,14 +325,12 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         pool, pool_acq = C[order], acq[order]
         best_x, best_acq = pool[0], pool_acq[0]
         for _ in range(0 if enumerated else self.refine_rounds):
-            N = fresh(codec.neighbours(pool))
+            N = fresh(codec.neighbours(pool), exclude=pool)
             if len(N) == 0:
                 break
             n_acq = score(N)
             merged = np.vstack([pool, N])
             merged_acq = np.concatenate([pool_acq, n_acq])
-            merged, idx = np.unique(merged, axis=0, return_index=True)
-            merged_acq = merged_acq[idx]
             top = np.argsort(merged_acq)[: self.refine_top]
             if merged_acq[top[0]] >= best_acq:
                 break
