@@ -140,7 +140,8 @@ def test_pending_trials_get_distinct_proposals(tmp_path):
     keys = {json.dumps(t.hyperparameters.values, sort_keys=True) for t in pending}
     assert len(keys) == 4
     assert oracle.last_decision["mode"] == "model" and oracle.last_decision["pending"] == 3
-    # Keep four pending for a while: never a configuration that exists already.
+    # Keep four pending for a while: never a configuration that exists already, never a
+    # neighbour of a running one.
     all_keys = {json.dumps(t.hyperparameters.values, sort_keys=True) for t in oracle.trials.values()}
     for i in range(20):
         trial = pending.pop(0)
@@ -150,6 +151,11 @@ def test_pending_trials_get_distinct_proposals(tmp_path):
         new = oracle.create_trial(f"w{i % 4}")
         key = json.dumps(new.hyperparameters.values, sort_keys=True)
         assert key not in all_keys
+        # Not a near duplicate either: with 7 hyperparameters, at least 4 differ from each
+        # pending trial ((d - 1) // 2 = 3 is the exclusion radius).
+        for other in pending:
+            a, b = new.hyperparameters.values, other.hyperparameters.values
+            assert sum(a[k] != b[k] for k in a) >= 4
         all_keys.add(key)
         pending.append(new)
 

@@ -239,7 +239,7 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
 
         seed = [abs(int(self.seed)), len(self.trials)]
         rng = np.random.default_rng(seed)
-        best_x = self._maximise_acquisition(codec, posterior, X, y, tried, rng)
+        best_x = self._maximise_acquisition(codec, posterior, X, y, tried, P, rng)
         self.last_decision = {
             "mode": "model",
             "refitted": refitted,
@@ -287,8 +287,16 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         }
         return theta, True
 
-    def _maximise_acquisition(self, codec, posterior, X, y, tried, rng):
-        """The untried grid point with the lowest ``mu - beta * sigma`` that we can find."""
+    def _maximise_acquisition(self, codec, posterior, X, y, tried, P, rng):
+        """The untried grid point with the lowest ``mu - beta * sigma`` that we can find.
+
+        With trials pending (``P``), points that differ from one of them in at most
+        ``(d - 1) // 2`` coordinates (at least 1) are dropped too, or, if that leaves nothing, at
+        most 1; concurrent workers should explore different places, not the neighbours of what
+        is already running. (Kriging believers alone left 1-in-4 proposals on the seed's MLP
+        space one *model* hyperparameter from a running trial: the other differences were in
+        units of layers the model does not have.)
+        """
 
         def fresh(C, exclude=()):
             """Snapped, de-duplicated, and none of them tried already (nor in ``exclude``)."""
@@ -300,7 +308,15 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
                 if key not in seen:
                     seen.add(key)
                     keep.append(i)
-            return C[keep]
+            C = C[keep]
+            if len(P) and len(C):
+                apart = (C[:, None, :] != P[None, :, :]).sum(axis=2).min(axis=1)
+                for radius in (max(1, (codec.d - 1) // 2), 1):
+                    far = apart > radius
+                    if far.any():
+                        C = C[far]
+                        break
+            return C
 
         def score(C):
             mu, sd = posterior.predict(*codec.gp_inputs(C))
