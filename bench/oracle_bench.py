@@ -45,8 +45,8 @@ import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.spaces import PROBLEMS, Problem  # noqa: E402
+from tuner_service.compat import attach_project_dir  # noqa: E402
 from tuner_service.oracles import FastBayesianOptimizationOracle  # noqa: E402
-from tuner_service.oracles._kt_private import attach_project_dir  # noqa: E402
 
 OBJECTIVE = keras_tuner.Objective("score", "max")
 CHECKPOINTS = (25, 50, 100)

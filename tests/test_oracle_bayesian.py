@@ -18,7 +18,8 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from tuner_service.oracles import FastBayesianOptimizationOracle, _kt_private
+from tuner_service import compat
+from tuner_service.oracles import FastBayesianOptimizationOracle
 from tuner_service.oracles._gp import Posterior, Theta
 from tuner_service.oracles._space import SpaceCodec
 
@@ -56,7 +57,7 @@ def make(tmp_path, name="study", **kw) -> FastBayesianOptimizationOracle:
     kw.setdefault("num_initial_points", 6)
     kw.setdefault("seed", 7)
     oracle = FastBayesianOptimizationOracle(objective=OBJECTIVE, **kw)
-    _kt_private.attach_project_dir(oracle, str(tmp_path), name)
+    compat.attach_project_dir(oracle, str(tmp_path), name)
     oracle.verbose = 0
     return oracle
 
@@ -269,20 +270,20 @@ def test_beats_random_search(tmp_path):
         random_oracle = keras_tuner.oracles.RandomSearchOracle(
             objective=OBJECTIVE, max_trials=30, hyperparameters=mlp_space(), seed=seed + 1
         )
-        _kt_private.attach_project_dir(random_oracle, str(tmp_path / f"r{seed}"), "study")
+        compat.attach_project_dir(random_oracle, str(tmp_path / f"r{seed}"), "study")
         random_oracle.verbose = 0
         rand.append(_best_after(random_oracle, 30))
     assert np.mean(ours) > np.mean(rand) + 0.05, (ours, rand)
 
 
 def test_private_keras_tuner_hooks(tmp_path):
-    """The only private keras-tuner names we use still exist and behave (see _kt_private)."""
+    """The only private keras-tuner names we use still exist and behave (see compat.py)."""
     oracle = FastBayesianOptimizationOracle(objective=OBJECTIVE, hyperparameters=mlp_space())
-    _kt_private.attach_project_dir(oracle, str(tmp_path), "p")
+    compat.attach_project_dir(oracle, str(tmp_path), "p")
     oracle.save()
     assert os.path.exists(os.path.join(str(tmp_path), "p", "oracle.json"))
-    values = _kt_private.random_values(oracle)
+    values = compat.random_values(oracle)
     assert set(values) == {hp.name for hp in mlp_space().space}
     # Same seed, same random start as stock (this is what makes benchmarks paired).
     twin = copy.deepcopy(oracle)
-    assert _kt_private.random_values(twin) == _kt_private.random_values(oracle)
+    assert compat.random_values(twin) == compat.random_values(oracle)

@@ -46,7 +46,7 @@ from typing import Any
 import keras_tuner
 import numpy as np
 
-from tuner_service.oracles import _kt_private
+from tuner_service import compat
 from tuner_service.oracles._gp import Posterior, Theta, fit_theta
 from tuner_service.oracles._space import SpaceCodec
 
@@ -188,7 +188,7 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
     # --- the decision ------------------------------------------------------------------------
 
     def _random_response(self, how: str) -> dict[str, Any]:
-        values = _kt_private.random_values(self)
+        values = compat.random_values(self)
         self.last_decision = {"mode": how}
         if values is None:
             return {"status": _STOPPED, "values": None}
