@@ -114,9 +114,9 @@ def test_off_by_default_and_one_option_turns_it_on():
     base = ["name=s", "model=mlp"]
     assert spec_module.load(None, base).early_stopping is None
     on = spec_module.load(None, [*base, "early_stopping=median"]).early_stopping
-    assert on is not None and on.rule == "median" and on.min_epochs == 1
+    assert on is not None and on.rule == "median" and on.min_epochs == 3
     halving = spec_module.load(None, [*base, "early_stopping.rule=halving"]).early_stopping
-    assert halving.rule_settings() == {"min_epochs": 1, "min_trials": 3, "reduction_factor": 3}
+    assert halving.rule_settings() == {"min_epochs": 3, "min_trials": 3, "reduction_factor": 3}
 
 
 def test_bad_early_stopping_option_exits_2_with_one_line(tmp_path: Path):
