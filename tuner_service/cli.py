@@ -1,4 +1,4 @@
-"""Command line: thin subcommands over the library (run, chief, worker, baseline, results, status).
+"""Command line: thin subcommands (run, chief, worker, baseline, results, status, experiment, report).
 
 Heavy imports (TensorFlow, keras-tuner, gRPC) happen inside the subcommands so ``--help`` and
 spec errors are instant. Exit codes: 0 ok, 1 the search failed, 2 bad input (study file,
@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -201,8 +202,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    spec = _load_spec(args)
+def _search(spec: spec_module.StudySpec, args: argparse.Namespace, overrides: list[str]) -> int:
+    """A local chief + workers search (shared by `run` and `experiment`); its exit code."""
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if not spec.is_seed_model:
@@ -214,7 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tuner_service.local import LocalRun
     from tuner_service.progress import Progress
 
-    run = LocalRun(spec, args.config, args.set, workers=args.workers)
+    run = LocalRun(spec, args.config, overrides, workers=args.workers)
     print(f"study {spec.name!r}: chief + {args.workers} workers, logs in {run.log_dir}")
     run.start()
     if run.metrics_port:
@@ -231,6 +232,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if code != 0:
         print(f"search failed (exit {code}); see {run.log_dir}", file=sys.stderr)
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = _load_spec(args)
+    code = _search(spec, args, args.set)
+    if code != 0:
         return code
     from tuner_service.results import load_results
     from tuner_service.table import print_results
@@ -270,6 +278,44 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
     else:
         print_results(results)
+    return EXIT_OK
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from tuner_service import experiment
+
+    if args.repeats < 0:
+        raise UsageError("--repeats must be 0 or more")
+    overrides = experiment.experiment_overrides(args.model, args.config, args.set)
+    spec = spec_module.load(args.config, overrides)
+    experiment.check_fresh(spec)
+    _quiet_tensorflow()
+    print(f"[1/3] baseline {spec.model}: train and test the hand-built model", flush=True)
+    experiment.run_baseline_step(spec)
+    print("[2/3] search (validation data only), then retrain the best and test it", flush=True)
+    # Chief and workers read one study file; the resolved one is also the experiment's record.
+    study = experiment.write_study(spec)
+    args.config = str(study)
+    code = _search(spec, args, [])
+    if code != 0:
+        return code
+    print(f"[3/3] comparison ({args.repeats} more retrains of each) and report", flush=True)
+    command = shlex.join(["tuner-service", *(args.argv or [])])
+    cmp = experiment.finish(spec, command, repeats=args.repeats)
+    from tuner_service.report import write_report
+
+    write_report(spec)
+    print(experiment.markdown(cmp))
+    print(f"written: {spec.project_dir / experiment.EXPERIMENT_MD}, {spec.project_dir / 'report.html'}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    spec = _load_spec(args)
+    from tuner_service.report import write_report
+
+    path = write_report(spec)
+    print(f"report: {path} (and {path.with_suffix('.md').name})")
     return EXIT_OK
 
 
@@ -337,6 +383,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_results)
 
+    p = sub.add_parser(
+        "experiment",
+        help="the seed's protocol: baseline, search, retrain best, test; writes a comparison table",
+    )
+    _study_args(p, required=False)
+    p.add_argument("--model", required=True, choices=["mlp", "cnn"])
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="also retrain baseline and best N times each and report mean test accuracy (0: off)",
+    )
+    p.add_argument("--workers", "-w", type=int, default=2)
+    p.add_argument("--no-progress", action="store_true", help="plain log lines, no live table")
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("report", help="write <directory>/<name>/report.html and report.md of a search")
+    _study_args(p)
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("status", help="a search's live state from the chief's status API")
     _study_args(p, required=False)
     p.add_argument("--chief", metavar="HOST:PORT", help="the chief's status address (instead of --config)")
@@ -361,6 +427,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
         ("tuner_service.models", "ModelError"),
         ("tuner_service.tuners", "TunerConfigError"),
         ("tuner_service.data", "DataError"),
+        ("tuner_service.experiment", "ExperimentError"),
+        ("tuner_service.report", "ReportError"),
     ):
         mod = sys.modules.get(module)
         if mod is not None:
@@ -401,6 +469,7 @@ def _is_pod_entrypoint(args: Sequence[str]) -> bool:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -182,10 +182,14 @@ class ServiceOracleClient:
         )
         return Trial.from_proto(response.trial)
 
-    def report_progress(self, trial_id: str, metrics: dict[str, float], step: int) -> None:
-        """The per-epoch report: the heartbeat that keeps this worker's lease on the trial."""
+    def report_progress(self, trial_id: str, metrics: dict[str, float], step: int) -> Trial:
+        """The per-epoch report: the heartbeat that keeps this worker's lease on the trial.
+
+        The answer is the trial as the chief sees it; status STOPPED means "stop training this
+        trial now" (early stopping, tuner_service/chief/stopping.py)."""
         request = pb2.UpdateTrialRequest(trial_id=trial_id, metrics=metrics, step=step)
-        self._call("UpdateTrial", request, ((wire.REPORT, wire.PROGRESS),))
+        response = self._call("UpdateTrial", request, ((wire.REPORT, wire.PROGRESS),))
+        return Trial.from_proto(response.trial)
 
     def end_trial(self, trial: Trial) -> None:
         extra = ((wire.MESSAGE, wire.encode_message(trial.message)),) if trial.message else ()

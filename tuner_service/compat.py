@@ -247,3 +247,17 @@ def release_leaked_oracle_lock(oracle: keras_tuner.Oracle) -> bool:
     oracle_module.THREADS[oracle] = None
     oracle_module.LOCKS[oracle].release()
     return True
+
+
+def random_values(oracle: keras_tuner.Oracle) -> dict[str, Any] | None:
+    """A random untried point from the oracle's seeded sequence (None if none is left).
+
+    Stock BayesianOptimizationOracle and RandomSearchOracle use it for their random phase;
+    calling it too gives the fast BO oracle the same initial design as stock for the same seed.
+    """
+    return oracle._random_values()
+
+
+def attach_project_dir(oracle: keras_tuner.Oracle, directory: str, project_name: str) -> None:
+    """Attach storage as ``keras_tuner.Tuner`` does (benchmarks drive oracles without a Tuner)."""
+    oracle._set_project_dir(directory, project_name)

@@ -126,6 +126,11 @@ def finalize(spec: StudySpec, tuner: keras_tuner.Tuner, outcome_state: str) -> d
         hp = best[0].hyperparameters
         model = tuner.hypermodel.build(hp)
         epochs = int(hp.values.get("tuner/epochs", spec.epochs))
+        best_step = getattr(best[0], "best_step", None)
+        if best_step is not None:
+            # Retrain for as many epochs as the trial's best validation epoch (chosen on
+            # validation data, never on test), not past it into over-fitting.
+            epochs = max(1, min(epochs, int(best_step) + 1))
         fit = lambda m, *a, **kw: tuner.hypermodel.fit(hp, m, *a, **kw)  # noqa: E731
         final = _fit_and_test(model, fit, splits, epochs, spec)
         model.save(project / BEST_MODEL)

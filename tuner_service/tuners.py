@@ -70,7 +70,9 @@ class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
     """A keras-tuner Tuner whose per-epoch hook feeds extra callbacks (progress, heartbeat).
 
     ``epoch_hooks`` are called as ``hook(trial, epoch, logs)`` after every epoch; the worker
-    uses them for progress reporting. With ``backups`` every trial's training state is saved
+    uses them for progress reporting. A hook that returns True stops training the trial after
+    this epoch (early stopping); the trial still ends as COMPLETED with the epochs it trained.
+    With ``backups`` every trial's training state is saved
     each epoch and resumed by whoever runs the trial next (:mod:`tuner_service.checkpoints`); the
     backup is written after the hooks, so a worker fenced by its progress report never
     overwrites the new holder's backup. Everything else is stock keras-tuner.
@@ -79,7 +81,7 @@ class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
     def __init__(
         self,
         *args: Any,
-        epoch_hooks: Sequence[Callable[[Any, int, dict], None]] = (),
+        epoch_hooks: Sequence[Callable[[Any, int, dict], bool | None]] = (),
         backups: bool = False,
         **kwargs: Any,
     ):
@@ -109,8 +111,9 @@ class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
 
     def on_epoch_end(self, trial: Any, model: keras.Model, epoch: int, logs: dict | None = None):
         super().on_epoch_end(trial, model, epoch, logs=logs)
-        for hook in self.epoch_hooks:
-            hook(trial, epoch, dict(logs or {}))
+        stop = [hook(trial, epoch, dict(logs or {})) for hook in self.epoch_hooks]
+        if any(stop):
+            model.stop_training = True
 
 
 class ServiceHyperband(ServiceTuner, keras_tuner.Hyperband):

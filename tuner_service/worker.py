@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from keras_tuner.engine.trial import TrialStatus
+
 from tuner_service import compat, compute, data
 from tuner_service.client import ServiceOracleClient
 from tuner_service.models import load_hypermodel
@@ -120,15 +122,20 @@ class Worker:
         tuner.oracle = self.client
         return tuner
 
-    def _report(self, trial: Any, epoch: int, logs: dict) -> None:
+    def _report(self, trial: Any, epoch: int, logs: dict) -> bool:
         """Every epoch: progress to the chief, which is also the heartbeat of our lease.
 
         Raises the client's TrialFenced when the trial was given to another worker; keras-tuner
-        then ends the trial here and :meth:`ServiceTuner.on_trial_end` abandons it.
+        then ends the trial here and :meth:`ServiceTuner.on_trial_end` abandons it. Returns True
+        (stop training this trial) when the chief answers STOPPED: early stopping.
         """
         assert self.client is not None
         metrics = {k: float(v) for k, v in logs.items()}
-        self.client.report_progress(trial.trial_id, metrics, step=epoch)
+        answer = self.client.report_progress(trial.trial_id, metrics, step=epoch)
+        if answer.status != TrialStatus.STOPPED:
+            return False
+        log.info("trial %s: stopped early by the chief after %d epochs", trial.trial_id, epoch + 1)
+        return True
 
     def run(self) -> None:
         devices = compute.configure_devices(self.spec.compute)  # before any op touches a GPU

@@ -19,6 +19,7 @@ from tuner_service.chief.ledger import STATE_FILE, Ledger
 from tuner_service.chief.persistence import WriteBehind
 from tuner_service.chief.server import make_server, set_not_serving
 from tuner_service.chief.servicer import OracleServicer
+from tuner_service.chief.stopping import build_early_stopping
 from tuner_service.spec import StudySpec
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,12 @@ class Chief:
             spec.name, max_trials, spec.project_dir / STATE_FILE, save_interval=LEDGER_SAVE_INTERVAL
         )
         self.ledger.restore()
-        self.servicer = OracleServicer(oracle, self.ledger, lease_timeout=spec.lease_timeout)
+        self.stopping = build_early_stopping(spec, oracle.objective.direction)
+        if self.stopping is not None:
+            self.stopping.restore(spec.project_dir)  # a restarted chief keeps its histories
+        self.servicer = OracleServicer(
+            oracle, self.ledger, lease_timeout=spec.lease_timeout, stopping=self.stopping
+        )
         self._resume()
         self.writer = WriteBehind(oracle, self.servicer.lock)  # after _resume: it writes directly
         self.server, self.health, self.port = make_server(self.servicer, address, interceptors=interceptors)

@@ -23,6 +23,7 @@ from keras_tuner.engine.trial import TrialStatus
 from tuner_service import compat, wire
 from tuner_service.chief.leases import Leases, StaleHolder
 from tuner_service.chief.ledger import Ledger
+from tuner_service.chief.stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
 pb2 = compat.service_pb2()
@@ -70,11 +71,27 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _with_status(trial: keras_tuner.engine.trial.Trial, status: str) -> Any:
+    """The trial's proto with another status; the oracle's own trial is left as it is."""
+    proto = trial.to_proto()
+    copy = keras_tuner.engine.trial.Trial.from_proto(proto)
+    copy.status = status
+    return copy.to_proto()
+
+
 class OracleServicer(compat.service_pb2_grpc().OracleServicer):
-    def __init__(self, oracle: keras_tuner.Oracle, ledger: Ledger, *, lease_timeout: float = 300.0):
+    def __init__(
+        self,
+        oracle: keras_tuner.Oracle,
+        ledger: Ledger,
+        *,
+        lease_timeout: float = 300.0,
+        stopping: EarlyStopping | None = None,
+    ):
         self.oracle = oracle
         self.ledger = ledger
         self.leases = Leases(oracle, ledger, lease_timeout)
+        self.stopping = stopping
         self.stop_triggered = False
         self.failure: str | None = None
         self.told_failed: set[str] = set()  # tuner ids answered FAILED_PRECONDITION
@@ -187,7 +204,24 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
             else:
                 trial = self.oracle.update_trial(request.trial_id, metrics, step=request.step)
         self.ledger.trial_reported(request.trial_id, request.step, metrics)
+        if self._stop_early(request, metrics, context):
+            return pb2.UpdateTrialResponse(trial=_with_status(trial, TrialStatus.STOPPED))
         return pb2.UpdateTrialResponse(trial=trial.to_proto())
+
+    def _stop_early(self, request: Any, metrics: dict, context: grpc.ServicerContext) -> bool:
+        """Ask the early-stopping rule, for per-epoch reports only (see chief/stopping.py)."""
+        # Only our workers' per-epoch progress reports; keras-tuner's end-of-trial report (the
+        # only one a stock worker sends) is never answered STOPPED.
+        if self.stopping is None or wire.get(context.invocation_metadata(), wire.REPORT) != wire.PROGRESS:
+            return False
+        value = metrics.get(self.oracle.objective.name)
+        if value is None:
+            return False
+        stop = self.stopping.report(request.trial_id, int(request.step), float(value))
+        if stop and request.step + 1 == self.stopping.stopped.get(request.trial_id):
+            log.info("trial %s: stopping early after %d epochs", request.trial_id, request.step + 1)
+            self.stopping.save(compat.project_dir(self.oracle))
+        return stop
 
     @_rpc
     def EndTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -217,6 +251,12 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         score = ended.score if ended.status == TrialStatus.COMPLETED else None
         log.info("trial %s ended %s (score %s)", trial.trial_id, status, score)
         self.ledger.trial_ended(trial.trial_id, status, score, self._better, ended.message)
+        if self.stopping is not None:
+            if status == "RETRY":
+                self.stopping.forget(trial.trial_id)  # its retry reports from epoch 0 again
+            else:
+                self.stopping.trial_ended(trial.trial_id)
+            self.stopping.save(compat.project_dir(self.oracle))
         return pb2.EndTrialResponse()
 
     @_rpc

@@ -1,0 +1,273 @@
+"""Early stopping, decided by the chief from the per-epoch reports of all trials.
+
+keras-tuner leaves early stopping in distributed searches as a TODO (``Oracle.update_trial``:
+"To signal early stopping, set Trial.status to STOPPED"). Here the chief does it:
+
+1. Our workers report each epoch through ``UpdateTrial`` (``step`` = epoch, 0-based), marked as
+   progress (``tuner-service-report: progress``, :mod:`tuner_service.wire`): the same report
+   is the heartbeat of the worker's lease (:mod:`tuner_service.chief.leases`).
+2. The servicer asks :class:`EarlyStopping` whether the trial should stop; if so, the
+   ``UpdateTrial`` answer carries ``status=STOPPED`` (only the answer: the oracle's own trial
+   stays RUNNING).
+3. The worker (``Worker._report``) sets ``model.stop_training = True``; the trial then ends
+   **normally, as COMPLETED**, with the epochs it trained: keras-tuner's own end-of-trial report
+   scores it by its best epoch among those, so the oracle (random, Bayesian...) learns from it
+   like from any other trial.
+
+Rules are small strategies behind :class:`StoppingRule` (like Optuna's pruners); adding one
+touches this file only. A stock keras-tuner worker sends only its end-of-trial report, which is
+not a progress report, so none of its trials is ever stopped, and the chief stays wire-compatible.
+
+Example::
+
+    >>> stop = EarlyStopping(MedianRule(min_epochs=1, min_trials=1), direction="max")
+    >>> for epoch, acc in enumerate([0.5, 0.7, 0.8]):
+    ...     _ = stop.report("00", epoch, acc)
+    >>> stop.trial_ended("00")
+    >>> stop.report("01", 0, 0.2)
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tuner_service.spec import StudySpec
+
+STATE_FILE = "early_stopping.json"
+
+# A trial's objective per epoch, oriented so that larger is better: curve[s] is the value
+# reported for epoch s (NaN if that epoch was never reported).
+Curve = Sequence[float]
+
+
+def best_so_far(curve: Curve) -> float:
+    values = [v for v in curve if not math.isnan(v)]
+    return max(values) if values else -math.inf
+
+
+def _at(curves: Sequence[Curve], step: int) -> list[float]:
+    return [c[step] for c in curves if len(c) > step and not math.isnan(c[step])]
+
+
+class StoppingRule(ABC):
+    """Decides, at one epoch of one trial, whether that trial should stop.
+
+    ``curve`` is the trial's objective per epoch so far (its last value is this epoch's),
+    ``finished`` the curves of the trials that ended without being stopped (rules compare against
+    them), ``others`` every other trial's curve (finished, stopped or running; used by
+    asynchronous rules such as successive halving). All oriented so that larger is better.
+    """
+
+    min_epochs: int = 1
+
+    @abstractmethod
+    def should_stop(self, curve: Curve, finished: Sequence[Curve], others: Sequence[Curve]) -> bool: ...
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class MedianRule(StoppingRule):
+    """Median stopping rule (Golovin et al., Google Vizier; Optuna's ``MedianPruner``).
+
+    After ``min_epochs`` epochs, stop a trial whose best objective so far is worse than the
+    median of the objective, at the same epoch, of the finished trials that reached that epoch
+    (Optuna's formulation). Never stops before ``min_trials`` trials have finished.
+    """
+
+    min_epochs: int = 1
+    min_trials: int = 3
+
+    def should_stop(self, curve: Curve, finished: Sequence[Curve], others: Sequence[Curve]) -> bool:
+        step = len(curve) - 1
+        if len(curve) < self.min_epochs:
+            return False
+        peers = _at(finished, step)
+        if len(peers) < self.min_trials:
+            return False
+        return best_so_far(curve) < statistics.median(peers)
+
+    def describe(self) -> str:
+        return f"median (min_epochs={self.min_epochs}, min_trials={self.min_trials})"
+
+
+@dataclass(frozen=True)
+class HalvingRule(StoppingRule):
+    """Asynchronous successive halving (ASHA; Optuna's ``SuccessiveHalvingPruner``).
+
+    Rungs sit at ``min_epochs * reduction_factor**k`` epochs. A trial reaching a rung goes on
+    only if its best-so-far is in the top ``1/reduction_factor`` of all values recorded at that
+    rung (by any trial, itself included); with fewer than ``reduction_factor`` values recorded,
+    only the best one goes on. ``min_trials`` values must exist at a rung before it stops anyone.
+    """
+
+    min_epochs: int = 1
+    reduction_factor: int = 3
+    min_trials: int = 3
+
+    def _is_rung(self, epochs: int) -> bool:
+        if epochs < self.min_epochs:
+            return False
+        k = math.log(epochs / self.min_epochs, self.reduction_factor)
+        return abs(k - round(k)) < 1e-9
+
+    def should_stop(self, curve: Curve, finished: Sequence[Curve], others: Sequence[Curve]) -> bool:
+        epochs = len(curve)
+        if not self._is_rung(epochs):
+            return False
+        step = epochs - 1
+        mine = curve[step]
+        if math.isnan(mine):
+            return False
+        values = sorted([*_at(others, step), mine], reverse=True)
+        if len(values) < self.min_trials:
+            return False
+        keep = max(1, len(values) // self.reduction_factor)
+        return mine < values[keep - 1]
+
+    def describe(self) -> str:
+        return (
+            f"successive halving (min_epochs={self.min_epochs}, "
+            f"reduction_factor={self.reduction_factor}, min_trials={self.min_trials})"
+        )
+
+
+RULES: dict[str, type[StoppingRule]] = {"median": MedianRule, "halving": HalvingRule}
+
+
+def make_rule(name: str, **settings: Any) -> StoppingRule:
+    """A rule by its study-file name, e.g. ``make_rule("median", min_epochs=2)``."""
+    try:
+        cls = RULES[name]
+    except KeyError:
+        raise ValueError(f"unknown early-stopping rule {name!r} (known: {', '.join(RULES)})") from None
+    return cls(**settings)
+
+
+class EarlyStopping:
+    """Per-epoch objective histories of all trials, and the rule's decisions over them.
+
+    Thread-safe: the chief's servicer calls it from its gRPC thread pool. ``get_state`` /
+    ``set_state`` round-trip through JSON (``early_stopping.json`` beside ``oracle.json``) so a
+    restarted chief keeps both the histories and the list of trials it stopped.
+    """
+
+    def __init__(self, rule: StoppingRule, direction: str = "max"):
+        if direction not in ("max", "min"):
+            raise ValueError(f"direction must be 'max' or 'min', not {direction!r}")
+        self.rule = rule
+        self.direction = direction
+        self._sign = 1.0 if direction == "max" else -1.0
+        # trial_id -> {step: [values]} (several values per step when executions_per_trial > 1).
+        self._history: dict[str, dict[int, list[float]]] = {}
+        self._ended: set[str] = set()
+        self.stopped: dict[str, int] = {}  # trial_id -> epochs trained when stopped
+        self._lock = threading.Lock()
+
+    # -- inputs --------------------------------------------------------------------------
+    def report(self, trial_id: str, step: int, value: float) -> bool:
+        """Record ``value`` of the objective at epoch ``step``; return whether to stop the trial."""
+        with self._lock:
+            if trial_id in self.stopped:
+                return True  # a late or repeated report of a trial already told to stop
+            if not math.isfinite(value):
+                return False
+            self._history.setdefault(trial_id, {}).setdefault(int(step), []).append(float(value))
+            if trial_id in self._ended:
+                return False
+            curve = self._curve(trial_id)
+            finished = [self._curve(t) for t in self._ended if t != trial_id and t not in self.stopped]
+            others = [self._curve(t) for t in self._history if t != trial_id]
+            if self.rule.should_stop(curve, finished, others):
+                self.stopped[trial_id] = len(curve)
+                return True
+            return False
+
+    def trial_ended(self, trial_id: str) -> None:
+        """The trial ended (completed, early-stopped or failed): it is now a reference curve."""
+        with self._lock:
+            if trial_id in self._history:
+                self._ended.add(trial_id)
+
+    def forget(self, trial_id: str) -> None:
+        """Drop a trial's history (e.g. it failed and will be retried from scratch)."""
+        with self._lock:
+            self._history.pop(trial_id, None)
+            self._ended.discard(trial_id)
+            self.stopped.pop(trial_id, None)
+
+    # -- views ---------------------------------------------------------------------------
+    def _curve(self, trial_id: str) -> list[float]:
+        """The trial's objective per epoch from 0, larger is better, NaN where not reported."""
+        steps = self._history.get(trial_id, {})
+        return [
+            self._sign * statistics.fmean(steps[step]) if step in steps else math.nan
+            for step in range(max(steps, default=-1) + 1)
+        ]
+
+    def is_stopped(self, trial_id: str) -> bool:
+        with self._lock:
+            return trial_id in self.stopped
+
+    # -- state ---------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "rule": self.rule.describe(),
+                "direction": self.direction,
+                "history": {t: {str(s): v for s, v in h.items()} for t, h in self._history.items()},
+                "ended": sorted(self._ended),
+                "stopped": dict(self.stopped),
+            }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._history = {
+                t: {int(s): [float(x) for x in v] for s, v in h.items()}
+                for t, h in state.get("history", {}).items()
+            }
+            self._ended = set(state.get("ended", []))
+            self.stopped = {t: int(n) for t, n in state.get("stopped", {}).items()}
+
+    def save(self, project_dir: Path) -> None:
+        from tuner_service.chief.ledger import write_json_atomic
+
+        write_json_atomic(Path(project_dir) / STATE_FILE, self.get_state())
+
+    def restore(self, project_dir: Path) -> bool:
+        import json
+
+        path = Path(project_dir) / STATE_FILE
+        try:
+            self.set_state(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return False
+        return True
+
+
+def build_early_stopping(spec: StudySpec, direction: str) -> EarlyStopping | None:
+    """The study's early stopping, or None when ``early_stopping`` is off (the default)."""
+    es = spec.early_stopping
+    if es is None:
+        return None
+    return EarlyStopping(make_rule(es.rule, **es.rule_settings()), direction)
+
+
+def read_state(project_dir: Path) -> dict[str, Any] | None:
+    """The saved early-stopping state of a search (for reports), or None when it was off."""
+    import json
+
+    try:
+        return json.loads((Path(project_dir) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
