@@ -36,6 +36,11 @@ class _Strict(BaseModel):
 
 class BayesianTuner(_Strict):
     type: Literal["bayesian"] = "bayesian"
+    impl: Literal["fast", "stock"] = Field(
+        "fast",
+        description="fast: tuner-service's FastBayesianOptimizationOracle (ms per decision); "
+        "stock: keras-tuner's BayesianOptimizationOracle (seconds; kept for comparison)",
+    )
     num_initial_points: int | None = Field(None, ge=1, description="random trials before the GP")
     alpha: float = Field(1e-4, gt=0)
     beta: float = Field(2.6, ge=0)

@@ -46,7 +46,11 @@ def build_oracle(spec: StudySpec) -> keras_tuner.Oracle:
     }
     t = spec.tuner
     if isinstance(t, BayesianTuner):
-        return keras_tuner.oracles.BayesianOptimizationOracle(
+        if t.impl == "stock":
+            bayesian: type[keras_tuner.Oracle] = keras_tuner.oracles.BayesianOptimizationOracle
+        else:
+            from tuner_service.oracles import FastBayesianOptimizationOracle as bayesian
+        return bayesian(
             max_trials=spec.max_trials,
             num_initial_points=t.num_initial_points,
             alpha=t.alpha,
