@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 STUDY ?= examples/mlp-quick.yaml
 WORKERS ?= 2
 
-.PHONY: help install venv run experiment bench-early-stopping test test-tools test-fast lint format clean proto dashboard monitoring-tools test-monitoring
+.PHONY: help install venv run experiment bench bench-early-stopping test test-tools test-fast lint format clean proto dashboard monitoring-tools test-monitoring
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,12 +43,12 @@ test-fast: venv ## unit tests only (no end-to-end processes)
 	$(PY) -m pytest -m "not e2e"
 
 lint: venv ## ruff lint + format check
-	$(PY) -m ruff check tuner_service tests tools bench
-	$(PY) -m ruff format --check tuner_service tests tools bench
+	$(PY) -m ruff check tuner_service tests tools bench scripts
+	$(PY) -m ruff format --check tuner_service tests tools bench scripts
 
 format: venv
-	$(PY) -m ruff format tuner_service tests tools bench
-	$(PY) -m ruff check --fix tuner_service tests tools bench
+	$(PY) -m ruff format tuner_service tests tools bench scripts
+	$(PY) -m ruff check --fix tuner_service tests tools bench scripts
 
 proto: venv ## regenerate the status API's code (tuner_service/status/_generated) from proto/status.proto
 	$(PY) tools/gen_proto.py
@@ -65,6 +65,10 @@ test-monitoring: venv ## metrics, status API, alert rules (promtool) and a real 
 MODEL ?= mlp
 experiment: venv ## the seed's protocol for MODEL=mlp|cnn: baseline, search, retrain best, test, report
 	$(PY) -m tuner_service experiment --model $(MODEL)
+
+BENCH_ARGS ?=
+bench: venv ## stock keras-tuner vs tuner-service side by side: one table of ratios (~30 min; BENCH_ARGS=--smoke)
+	$(PY) -m bench $(BENCH_ARGS)
 
 bench-early-stopping: venv ## early stopping off vs on: epochs and time saved vs accuracy lost (~20 min)
 	$(PY) bench/early_stopping.py

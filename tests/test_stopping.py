@@ -141,6 +141,7 @@ def chief(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             tmp_path,
             model="tests.stopping_models:learns_or_not",
             max_trials=10,
+            epochs=3,
             early_stopping={"rule": "median", "min_epochs": 1, "min_trials": 1},
         )
     )
@@ -320,3 +321,16 @@ tuner.search(splits.x_train, splits.y_train, validation_data=(splits.x_val, spli
     assert state["stopped"] == {}
     results = json.loads((project / "results.json").read_text())
     assert results["trials_completed"] == 2
+
+
+def test_a_trial_at_its_last_epoch_is_never_counted_as_stopped():
+    stop = EarlyStopping(MedianRule(min_epochs=1, min_trials=1), "max", max_epochs=2)
+    stop.report("good", 0, 0.9)
+    stop.report("good", 1, 0.9)
+    stop.trial_ended("good")
+    assert stop.report("bad", 0, 0.1) is True  # below the median after one epoch: stop
+    late = EarlyStopping(MedianRule(min_epochs=1, min_trials=1), "max", max_epochs=1)
+    late.report("good", 0, 0.9)
+    late.trial_ended("good")
+    assert late.report("bad", 0, 0.1) is False  # its only epoch: nothing left to save
+    assert late.stopped == {}

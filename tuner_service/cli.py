@@ -176,7 +176,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     linger = _env_seconds(METRICS_LINGER_ENV, 0.0) if metrics_port else 0.0
     _quiet_tensorflow()
     from tuner_service import compat
-    from tuner_service.client import ChiefUnreachable, SearchFailed
+    from tuner_service.client import ChiefUnreachable, SearchFailed, SearchFinished
     from tuner_service.worker import Role, Worker
 
     compat.check_version()
@@ -196,6 +196,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except ChiefUnreachable as err:
         print(f"worker {role.tuner_id}: giving up: {err}", file=sys.stderr)
         return EXIT_FAILED
+    except SearchFinished as err:
+        print(f"worker {role.tuner_id}: nothing to do: {err}", file=sys.stderr)
+        return EXIT_OK
     except SearchFailed as err:
         print(f"worker {role.tuner_id}: the chief ended the search: {err}", file=sys.stderr)
         return EXIT_FAILED

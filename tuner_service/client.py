@@ -41,12 +41,21 @@ AUTH_ENV = "TUNER_SERVICE_AUTH_TOKEN"
 
 # Both end the worker's search even when raised inside a trial (keras-tuner re-raises its
 # FatalError instead of marking the trial failed and asking for the next one).
+# While no chief has answered yet, each call waits for a connection this long at most, then the
+# worker checks the shared storage and tries again.
+FIRST_CALL_TIMEOUT = 5.0
+
+
 class ChiefUnreachable(keras_tuner.errors.FatalError):
     """The chief did not answer within the deadline."""
 
 
 class SearchFailed(keras_tuner.errors.FatalError):
     """The chief reports that the search has failed; there is nothing left to do."""
+
+
+class SearchFinished(keras_tuner.errors.FatalError):
+    """The chief is gone and the shared storage says the search finished: nothing left to do."""
 
 
 class TrialFenced(Exception):
@@ -84,8 +93,14 @@ class ServiceOracleClient:
         chief_deadline: float = 300.0,
         call_timeout: float = 60.0,
         idle_backoff: Backoff | None = None,
+        search_state: Callable[[], dict[str, Any] | None] | None = None,
     ):
+        """``search_state`` reads the chief's saved state (``state``, ``message``) from the shared
+        storage; while the chief is
+        unreachable, a "finished" or "failed" search ends the wait at once (a worker pod started
+        or restarted after its search ended must not wait ``chief_deadline`` for nothing)."""
         self._oracle = oracle
+        self.search_state = search_state
         self.tuner_id = tuner_id
         self.address = address
         self.chief_deadline = chief_deadline
@@ -135,6 +150,8 @@ class ServiceOracleClient:
         while True:
             # Never wait on one call past the deadline (a chief that hangs instead of refusing).
             timeout = min(self.call_timeout, max(1.0, give_up - time.monotonic()))
+            if not self._answered:
+                timeout = min(timeout, FIRST_CALL_TIMEOUT)  # look at the storage between waits
             try:
                 response = getattr(self.stub, method)(
                     request, timeout=timeout, wait_for_ready=not self._answered, metadata=metadata
@@ -148,6 +165,7 @@ class ServiceOracleClient:
                     raise TrialFenced(err.details()) from None
                 if err.code() not in RETRYABLE:
                     raise
+                self._raise_if_search_ended()
                 remaining = give_up - time.monotonic()
                 if remaining <= 0:
                     message = (
@@ -158,6 +176,13 @@ class ServiceOracleClient:
                     raise ChiefUnreachable(message) from None
                 log.warning("chief unreachable (%s); retrying for %.0fs more", err.code().name, remaining)
                 backoff.wait(limit=remaining)  # the last try lands on the deadline
+
+    def _raise_if_search_ended(self) -> None:
+        saved = (self.search_state() if self.search_state else None) or {}
+        if saved.get("state") == "failed":
+            raise SearchFailed(f"search failed: {saved.get('message') or 'see the chief log'}")
+        if saved.get("state") == "finished":
+            raise SearchFinished("the chief is gone and the shared storage says the search finished")
 
     # -- the Oracle interface used by keras-tuner's Tuner ---------------------------------
     def get_space(self) -> keras_tuner.HyperParameters:

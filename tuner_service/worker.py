@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from keras_tuner.engine.trial import TrialStatus
 
 from tuner_service import compat, compute, data
+from tuner_service.chief.ledger import read_snapshot
 from tuner_service.client import ServiceOracleClient
 from tuner_service.models import load_hypermodel
 from tuner_service.spec import StudySpec
@@ -117,10 +118,18 @@ class Worker:
         tuner = build_tuner(self.spec, hypermodel, oracle, epoch_hooks=[self._report], backups=True)
         # keras-tuner wrapped the oracle in its stock client; ours backs off and gives up.
         self.client = ServiceOracleClient(
-            oracle, self.role.address, self.role.tuner_id, chief_deadline=self.chief_deadline
+            oracle,
+            self.role.address,
+            self.role.tuner_id,
+            chief_deadline=self.chief_deadline,
+            search_state=self._search_state,
         )
         tuner.oracle = self.client
         return tuner
+
+    def _search_state(self) -> dict[str, Any] | None:
+        """The chief's last saved state on the shared storage (see chief/ledger.py)."""
+        return read_snapshot(self.spec.project_dir)
 
     def _report(self, trial: Any, epoch: int, logs: dict) -> bool:
         """Every epoch: progress to the chief, which is also the heartbeat of our lease.

@@ -162,11 +162,13 @@ class EarlyStopping:
     restarted chief keeps both the histories and the list of trials it stopped.
     """
 
-    def __init__(self, rule: StoppingRule, direction: str = "max"):
+    def __init__(self, rule: StoppingRule, direction: str = "max", max_epochs: int | None = None):
         if direction not in ("max", "min"):
             raise ValueError(f"direction must be 'max' or 'min', not {direction!r}")
         self.rule = rule
         self.direction = direction
+        # A trial at its last epoch has nothing left to save: never "stop" it there.
+        self.max_epochs = max_epochs
         self._sign = 1.0 if direction == "max" else -1.0
         # trial_id -> {step: [values]} (several values per step when executions_per_trial > 1).
         self._history: dict[str, dict[int, list[float]]] = {}
@@ -188,6 +190,8 @@ class EarlyStopping:
             curve = self._curve(trial_id)
             finished = [self._curve(t) for t in self._ended if t != trial_id and t not in self.stopped]
             others = [self._curve(t) for t in self._history if t != trial_id]
+            if self.max_epochs is not None and len(curve) >= self.max_epochs:
+                return False
             if self.rule.should_stop(curve, finished, others):
                 self.stopped[trial_id] = len(curve)
                 return True
@@ -260,7 +264,7 @@ def build_early_stopping(spec: StudySpec, direction: str) -> EarlyStopping | Non
     es = spec.early_stopping
     if es is None:
         return None
-    return EarlyStopping(make_rule(es.rule, **es.rule_settings()), direction)
+    return EarlyStopping(make_rule(es.rule, **es.rule_settings()), direction, max_epochs=spec.epochs)
 
 
 def read_state(project_dir: Path) -> dict[str, Any] | None:
