@@ -18,24 +18,13 @@ import keras_tuner
 import numpy as np
 import pytest
 
+from bench.spaces import cnn_space, mlp_space
 from tuner_service import compat
 from tuner_service.oracles import FastBayesianOptimizationOracle
 from tuner_service.oracles._gp import Posterior, Theta
 from tuner_service.oracles._space import SpaceCodec
 
 OBJECTIVE = keras_tuner.Objective("score", "max")
-
-
-def mlp_space() -> keras_tuner.HyperParameters:
-    """The seed's MLP space (as bench/spaces.py declares it)."""
-    hp = keras_tuner.HyperParameters()
-    hp.Choice("dropout", [0.0, 0.1, 0.2])
-    hp.Int("n_layers", 1, 3)
-    for i in range(3):
-        hp.Int(f"units_{i}", 50, 350, step=50)
-    hp.Choice("optimizer", ["sgd", "adam"])
-    hp.Choice("learning_rate", [0.1, 0.01, 0.001])
-    return hp
 
 
 def objective(v) -> float:
@@ -287,3 +276,23 @@ def test_private_keras_tuner_hooks(tmp_path):
     # Same seed, same random start as stock (this is what makes benchmarks paired).
     twin = copy.deepcopy(oracle)
     assert compat.random_values(twin) == compat.random_values(oracle)
+
+
+@pytest.mark.parametrize(
+    ("space", "model", "depth"), [(mlp_space, "mlp", "n_layers"), (cnn_space, "cnn", "n_blocks")]
+)
+def test_benchmark_spaces_are_the_seed_hypermodels_spaces(space, model, depth):
+    """The synthetic objectives are defined over exactly the spaces the hypermodels declare."""
+    from tuner_service.models import load_hypermodel
+
+    hp = keras_tuner.HyperParameters()
+    hypermodel = load_hypermodel(model)
+    hypermodel.build(hp)  # declares the depth hp and the first layer's
+    hp.values[depth] = 3
+    hypermodel.build(hp)  # declares the deeper layers' too
+    declared = {p.name: p.get_config() for p in hp.space}
+    bench = {p.name: p.get_config() for p in space().space}
+    for config in (*declared.values(), *bench.values()):
+        config.pop("default", None)
+        config.pop("conditions", None)
+    assert declared == bench
