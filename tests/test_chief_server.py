@@ -20,10 +20,10 @@ from pathlib import Path
 import grpc
 import keras_tuner
 import pytest
-import yaml
-from conftest import REPO
+from conftest import REPO, tiny_study
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import bench.idle
 from tuner_service import compat
 from tuner_service.chief.chief import Chief
 from tuner_service.client import Backoff, ServiceOracleClient
@@ -184,17 +184,10 @@ def test_health_is_serving_then_not_serving_when_shutting_down(tmp_path, monkeyp
     assert statuses[:1] == [SERVING] and NOT_SERVING in statuses
 
 
-class IdleFirstOracle(keras_tuner.oracles.RandomSearchOracle):
-    """Answers IDLE ("wait") for ``idle_for`` seconds, then hands out trials as usual."""
+class IdleFirstOracle(bench.idle.IdleFirstOracle):
+    """bench/idle.py's oracle, answering IDLE ("wait") for a shorter time."""
 
     idle_for = 1.5
-
-    def populate_space(self, trial_id):
-        if not hasattr(self, "_started"):
-            self._started = time.monotonic()
-        if time.monotonic() - self._started < self.idle_for:
-            return {"status": "IDLE"}
-        return super().populate_space(trial_id)
 
 
 def test_a_worker_told_to_wait_backs_off_instead_of_spinning(tmp_path, monkeypatch):
@@ -229,22 +222,15 @@ def _env(port: int, **extra: str) -> dict[str, str]:
 
 
 def _sleepy_study(tmp_path: Path, trials: int) -> Path:
-    study = {
-        "name": "sleepy",
-        "model": "bench.sleepy:SleepyHyperModel",
-        "tuner": {"type": "random"},
-        "max_trials": trials,
-        "epochs": 1,
-        "seed": 1,
-        "directory": str(tmp_path / "studies"),
-        "metrics_port": 0,
-        "status_port": 0,
-        "baseline": False,
-        "retrain_best": False,
-    }
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    """Fixed-duration trials (bench/sleepy.py) on the whole sample, stock batch size."""
+    return tiny_study(
+        tmp_path,
+        name="sleepy",
+        model="bench.sleepy:SleepyHyperModel",
+        max_trials=trials,
+        batch_size=128,
+        data={"max_train_samples": None},
+    )
 
 
 def _wait_serving(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from tests.conftest import tiny_study
 from tuner_service.local import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,27 +25,18 @@ MODEL = "tests.fault.fault_models:SlowMLP"
 
 
 def write_study(root: Path, **overrides: Any) -> Path:
-    study: dict[str, Any] = {
+    """A short search of slow epochs (tests/fault/fault_models.py) with a tight lease."""
+    defaults: dict[str, Any] = {
         "name": "faults",
         "model": MODEL,
-        "tuner": {"type": "random"},
         "max_trials": 3,
         "epochs": 4,
-        "batch_size": 64,
         "seed": 3,
-        "directory": str(root / "studies"),
         "data": {"max_train_samples": 200},
-        "metrics_port": 0,
-        "status_port": 0,
-        "baseline": False,
-        "retrain_best": False,
         "lease_timeout": 8,  # > the first epoch (model build + tracing) on a busy 2-core machine
         "chief_deadline": 60,
     }
-    study.update(overrides)
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    return tiny_study(root, **{**defaults, **overrides})
 
 
 class Search:
