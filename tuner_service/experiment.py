@@ -289,12 +289,13 @@ def run_baseline_step(spec: StudySpec) -> dict[str, Any]:
 
 def finish(spec: StudySpec, command: str | None = None, repeats: int = 0) -> dict[str, Any]:
     """After the search (chief finalized results.json): build, write and return the comparison."""
-    from tuner_service.results import BASELINE, load_json, load_results
+    from tuner_service.chief.ledger import read_json
+    from tuner_service.results import BASELINE, load_results
 
     results = load_results(spec)
     if results is None:
         raise ExperimentError(f"the search left no results at {spec.project_dir / 'results.json'}")
-    cmp = comparison(spec, results, load_json(spec.project_dir / BASELINE))
+    cmp = comparison(spec, results, read_json(spec.project_dir / BASELINE))
     if repeats > 0:
         cmp["repeated"] = repeated_tests(spec, repeats)
     write(spec, cmp, command)

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuner_service.chief.ledger import read_json
 from tuner_service.experiment import active_hyperparameters
 from tuner_service.spec import StudySpec
 
@@ -79,13 +79,6 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _curves(trial_json: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
     out = {}
     for name, metric in (trial_json.get("metrics", {}).get("metrics") or {}).items():
@@ -113,8 +106,8 @@ def load(spec: StudySpec) -> SearchView:
     paths = sorted(project.glob("trial_*/trial.json"))
     if not paths:
         raise ReportError(f"no search found at {project} (no trial_*/trial.json; has it run?)")
-    ledger = (_read_json(project / "service_state.json") or {}).get("trials", {})
-    stopping = _read_json(project / "early_stopping.json")
+    ledger = (read_json(project / "service_state.json") or {}).get("trials", {})
+    stopping = read_json(project / "early_stopping.json")
     stopped = set((stopping or {}).get("stopped", {}))
     # Per-epoch values: workers report every epoch to the chief, which keeps them in
     # trial_history.jsonl (when its status API is on); trial.json has keras-tuner's final report.
@@ -123,7 +116,7 @@ def load(spec: StudySpec) -> SearchView:
     histories = read(project / HISTORY_FILE)
     trials = []
     for path in paths:
-        raw = _read_json(path)
+        raw = read_json(path)
         if raw is None:
             continue
         tid = str(raw.get("trial_id"))
@@ -163,9 +156,9 @@ def load(spec: StudySpec) -> SearchView:
     return SearchView(
         spec=spec,
         trials=trials,
-        results=_read_json(project / "results.json"),
-        baseline=_read_json(project / "baseline.json"),
-        experiment=_read_json(project / "experiment.json"),
+        results=read_json(project / "results.json"),
+        baseline=read_json(project / "baseline.json"),
+        experiment=read_json(project / "experiment.json"),
         stopping=stopping,
         maximise=not (lowered.endswith("loss") or "error" in lowered),
     )

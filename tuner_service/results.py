@@ -5,14 +5,13 @@ Test data is used only here, after the search has chosen: never for choosing.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner_service import data
-from tuner_service.chief.ledger import read_snapshot, write_json_atomic
+from tuner_service.chief.ledger import read_json, read_snapshot, write_json_atomic
 from tuner_service.spec import StudySpec
 
 if TYPE_CHECKING:
@@ -138,18 +137,11 @@ def finalize(spec: StudySpec, tuner: keras_tuner.Tuner, outcome_state: str) -> d
         results["retrain"] = final
         results["best_model"] = str(project / BEST_MODEL)
     if spec.baseline and spec.is_seed_model and best:
-        baseline = load_json(project / BASELINE) or run_baseline(spec, splits)
+        baseline = read_json(project / BASELINE) or run_baseline(spec, splits)
         results["baseline_test_accuracy"] = baseline["test_accuracy"]
     write_json_atomic(project / RESULTS, results)
     return results
 
 
-def load_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def load_results(spec: StudySpec) -> dict[str, Any] | None:
-    return load_json(spec.project_dir / RESULTS)
+    return read_json(spec.project_dir / RESULTS)

@@ -67,6 +67,14 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path) -> Any | None:
+    """A JSON file written by :func:`write_json_atomic`, or None if it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class Ledger:
     """``save_interval`` > 0 writes the file from a background thread at most that often (a
     burst of events becomes one write); 0 writes on every change. State changes
@@ -298,8 +306,4 @@ class Ledger:
 
 
 def read_snapshot(project_dir: Path) -> dict[str, Any] | None:
-    path = Path(project_dir) / STATE_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(Path(project_dir) / STATE_FILE)

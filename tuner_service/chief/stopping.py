@@ -269,9 +269,6 @@ def build_early_stopping(spec: StudySpec, direction: str) -> EarlyStopping | Non
 
 def read_state(project_dir: Path) -> dict[str, Any] | None:
     """The saved early-stopping state of a search (for reports), or None when it was off."""
-    import json
+    from tuner_service.chief.ledger import read_json
 
-    try:
-        return json.loads((Path(project_dir) / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(Path(project_dir) / STATE_FILE)

@@ -7,11 +7,10 @@ always where it listens; the chief writes ``endpoints.json`` beside ``service_st
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from tuner_service.chief.ledger import write_json_atomic
+from tuner_service.chief.ledger import read_json, write_json_atomic
 
 ENDPOINTS_FILE = "endpoints.json"
 _ANY = {"", "0.0.0.0", "::", "[::]"}
@@ -33,8 +32,5 @@ def write(project_dir: Path, host: str, *, status_port: int = 0, metrics_port: i
 
 
 def read(project_dir: Path) -> dict[str, str]:
-    try:
-        data = json.loads((project_dir / ENDPOINTS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+    data = read_json(project_dir / ENDPOINTS_FILE)
     return data if isinstance(data, dict) else {}
