@@ -261,3 +261,21 @@ def random_values(oracle: keras_tuner.Oracle) -> dict[str, Any] | None:
 def attach_project_dir(oracle: keras_tuner.Oracle, directory: str, project_name: str) -> None:
     """Attach storage as ``keras_tuner.Tuner`` does (benchmarks drive oracles without a Tuner)."""
     oracle._set_project_dir(directory, project_name)
+
+
+def hyperband_planned_trials(oracle: keras_tuner.oracles.HyperbandOracle) -> int | None:
+    """Trials a Hyperband search creates: every round of every bracket, times the iterations.
+
+    keras-tuner gives Hyperband no ``max_trials``; its brackets fix the count instead (each
+    round of successive halving is a new trial that continues a previous one). Uses its private
+    bracket arithmetic so the figure follows keras-tuner's own. None for endless iterations.
+    A search may end with fewer trials when the space runs out of new values.
+    """
+    if oracle.hyperband_iterations == float("inf"):
+        return None
+    per_iteration = sum(
+        oracle._get_size(bracket, round_)
+        for bracket in range(oracle._get_num_brackets())
+        for round_ in range(oracle._get_num_rounds(bracket))
+    )
+    return int(oracle.hyperband_iterations) * per_iteration

@@ -298,7 +298,7 @@ class _LedgerCollector(Collector):
         )
         yield from gauge(
             "trials_max",
-            "The search's trial budget (max_trials); absent when the tuner sets its own.",
+            "The search's trial budget: max_trials, or the trials Hyperband's brackets plan.",
             snap["max_trials"],
         )
         yield from gauge(
