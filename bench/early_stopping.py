@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The study file's defaults (early_stopping: median); add others with --variant.
-DEFAULT_VARIANTS = ("median:min_epochs=1:min_trials=3",)
+DEFAULT_VARIANTS = ("median",)
 CONTRACT = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
@@ -101,6 +102,7 @@ def run_search(spec: Any, splits: Any) -> dict[str, Any]:
 
     worker_tuner = Worker(spec, Role("worker-0", "127.0.0.1", chief.port)).build_tuner()
     epochs_trained: dict[str, int] = {}
+    curves: dict[str, list[float]] = {}  # trial id -> objective per epoch, for --replay
     # Wall time of epochs 2, 3...: the steady cost of one epoch, without the first epoch's
     # one-off work (building, tracing the training function).
     last_epoch_end: dict[str, float] = {}
@@ -112,6 +114,7 @@ def run_search(spec: Any, splits: Any) -> dict[str, Any]:
             later_epochs.append(now - last_epoch_end[trial.trial_id])
         last_epoch_end[trial.trial_id] = now
         epochs_trained[trial.trial_id] = epoch + 1
+        curves.setdefault(trial.trial_id, []).append(float(logs.get(spec.objective, math.nan)))
 
     worker_tuner.epoch_hooks.insert(0, count)
     begin = worker_tuner.on_trial_begin
@@ -156,10 +159,57 @@ def run_search(spec: Any, splits: Any) -> dict[str, Any]:
                 "score": None if t.score is None else round(float(t.score), 4),
                 "epochs": epochs_trained.get(t.trial_id),
                 "stopped": t.trial_id in stopped,
+                "curve": [round(v, 5) for v in curves.get(t.trial_id, [])],
             }
             for t in trials
         ],
     }
+
+
+def replay(off: dict[str, Any], settings: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """What a rule would have done to a search that ran without stopping.
+
+    Exact for random search with one worker, the setting of this benchmark: the trials are the
+    same with and without stopping (same hyperparameters, seeded weights, same order), so a
+    stopped trial's curve is the full curve cut where the rule stops it. The rule is the chief's
+    own :class:`~tuner_service.chief.stopping.EarlyStopping`, fed the recorded reports in order.
+    Not valid for Bayesian optimization, whose later trials depend on the scores of earlier ones.
+    """
+    from tuner_service.chief.stopping import EarlyStopping, make_rule
+
+    rule = make_rule(settings["rule"], **{k: v for k, v in settings.items() if k != "rule"})
+    stopping = EarlyStopping(rule, "max", max_epochs=epochs)
+    trials = []
+    for t in off["trials"]:
+        curve = t["curve"]
+        kept = len(curve)
+        for step, value in enumerate(curve):
+            if stopping.report(t["id"], step, value):
+                kept = step + 1
+                break
+        stopping.trial_ended(t["id"])
+        trials.append({"id": t["id"], "score": max(curve[:kept]), "epochs": kept, "curve": curve[:kept]})
+    best = max(trials, key=lambda t: t["score"])
+    return {
+        "wall_seconds": None,
+        "cpu_seconds": None,
+        "steady_epoch_seconds": None,
+        "epochs": sum(t["epochs"] for t in trials),
+        "best_val_accuracy": best["score"],
+        "best_trial": best["id"],
+        "trials_stopped": len(stopping.stopped),
+        "trials": trials,
+    }
+
+
+def _seconds(off: dict[str, Any], on: dict[str, Any], key: str) -> str:
+    return "–" if on[key] is None else f"{off[key]:.0f} → {on[key]:.0f}"
+
+
+def _saved(pairs: list[tuple[dict, dict]], key: str) -> str:
+    if any(on[key] is None for _, on in pairs):
+        return "–"
+    return f"{statistics.fmean(1 - on[key] / off[key] for off, on in pairs):.0%}"
 
 
 def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -179,8 +229,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
             lines.append(
                 f"| {r['tuner']} | {label} | {r['seed']} | {off['epochs']} → {on['epochs']} "
                 f"| {1 - on['epochs'] / off['epochs']:.0%} "
-                f"| {off['cpu_seconds']:.0f} → {on['cpu_seconds']:.0f} "
-                f"| {off['wall_seconds']:.0f} → {on['wall_seconds']:.0f} "
+                f"| {_seconds(off, on, 'cpu_seconds')} | {_seconds(off, on, 'wall_seconds')} "
                 f"| {off['best_val_accuracy']:.4f} → {on['best_val_accuracy']:.4f} "
                 f"| {100 * (on['best_val_accuracy'] - off['best_val_accuracy']):+.2f} "
                 f"| {on['trials_stopped']}/{len(on['trials'])} |"
@@ -193,12 +242,11 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     ]
     for (tuner, label), pairs in groups.items():
         saved = statistics.fmean(1 - on["epochs"] / off["epochs"] for off, on in pairs)
-        wall = statistics.fmean(1 - on["wall_seconds"] / off["wall_seconds"] for off, on in pairs)
-        cpu = statistics.fmean(1 - on["cpu_seconds"] / off["cpu_seconds"] for off, on in pairs)
         deltas = [100 * (on["best_val_accuracy"] - off["best_val_accuracy"]) for off, on in pairs]
         met = saved >= 0.30 and statistics.fmean(deltas) >= -0.2
         lines.append(
-            f"| {tuner} | {label} | {saved:.0%} | {cpu:.0%} | {wall:.0%} | {statistics.fmean(deltas):+.2f} "
+            f"| {tuner} | {label} | {saved:.0%} | {_saved(pairs, 'cpu_seconds')} "
+            f"| {_saved(pairs, 'wall_seconds')} | {statistics.fmean(deltas):+.2f} "
             f"| {min(deltas):+.2f} | {'yes' if met else 'no'} |"
         )
     steady = [
@@ -222,13 +270,43 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def replay_file(args: argparse.Namespace) -> int:
+    try:
+        files = [json.loads(path.read_text()) for path in args.replay]
+        settings = files[0]["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"--replay: cannot read a recorded run ({exc})", file=sys.stderr)
+        return 2
+    if any(f["settings"]["epochs"] != settings["epochs"] for f in files):
+        print("--replay: the files were recorded with different epochs per trial", file=sys.stderr)
+        return 2
+    runs = []
+    for r in (r for f in files for r in f["runs"]):
+        if r["tuner"] != "random" or not all(t.get("curve") for t in r["off"]["trials"]):
+            continue
+        on = {v: replay(r["off"], parse_variant(v), settings["epochs"]) for v in args.variant}
+        # The best score as the curves give it (rounded like them), so "no loss" reads 0.00.
+        off = r["off"] | {"best_val_accuracy": max(max(t["curve"]) for t in r["off"]["trials"])}
+        runs.append({"tuner": "random", "seed": r["seed"], "off": off, "on": on})
+    if not runs:
+        print("--replay: no random search with per-epoch curves in these files", file=sys.stderr)
+        return 2
+    for key in ("model", "max_trials", "epochs", "batch_size"):
+        setattr(args, key, settings[key])
+    args.seeds = [r["seed"] for r in runs]
+    names = " ".join(str(p) for p in args.replay)
+    print(f"Replayed from {names} (no training; exact for random search, see replay())\n")
+    print(summarise(runs, args))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
     p.add_argument("--tuners", nargs="+", default=["random", "bayesian"], choices=["random", "bayesian"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6])
-    p.add_argument("--max-trials", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--max-trials", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--initial-points", type=int, default=4, help="Bayesian: random trials first")
     p.add_argument(
@@ -238,8 +316,20 @@ def main(argv: list[str] | None = None) -> int:
         f"(default: {' '.join(DEFAULT_VARIANTS)})",
     )
     p.add_argument("--out", type=Path, help="write every run's numbers here (JSON)")
+    p.add_argument(
+        "--replay",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="train nothing: apply the variants to the random searches without stopping "
+        "recorded in JSON (an earlier --out), in seconds instead of minutes",
+    )
     args = p.parse_args(argv)
     args.variant = args.variant or list(DEFAULT_VARIANTS)
+    if args.variant == ["none"]:  # searches without stopping only: curves for --replay
+        args.variant = []
+    if args.replay:
+        return replay_file(args)
     if not os.environ.get("KERAS_HOME"):
         print(
             "set KERAS_HOME (e.g. /work/shared/data/keras) so the Fashion-MNIST sample loads", file=sys.stderr

@@ -115,3 +115,9 @@ def test_changing_the_tuner_type_drops_the_old_tuners_options(tmp_path: Path) ->
     hb = spec.load(path, ["tuner.type=hyperband", "tuner.factor=2"]).tuner
     assert (hb.type, hb.factor) == ("hyperband", 2)
     assert spec.load(path, ["tuner.beta=3"]).tuner.alpha == 0.1  # same type: options merge
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).parents[1] / "examples").glob("*.yaml")))
+def test_shipped_example_studies_are_valid(example: Path) -> None:
+    study = spec.load(example, [])
+    assert study.name == example.stem

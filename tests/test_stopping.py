@@ -26,44 +26,44 @@ def _finish(stop: EarlyStopping, trial_id: str, values: list[float]) -> None:
 
 
 # -- rules -----------------------------------------------------------------------------------
-def test_median_stops_a_trial_below_the_median_of_finished_trials():
+def test_median_stops_a_trial_below_the_median_of_the_ended_trials_running_averages():
     stop = EarlyStopping(MedianRule(min_epochs=2, min_trials=3), "max")
     for i, curve in enumerate([[0.5, 0.6, 0.7], [0.6, 0.7, 0.8], [0.7, 0.8, 0.9]]):
         _finish(stop, f"t{i}", curve)
     assert stop.report("bad", 0, 0.1) is False  # min_epochs not reached yet
-    assert stop.report("bad", 1, 0.2) is True  # 0.2 < median(0.6, 0.7, 0.8)
+    assert stop.report("bad", 1, 0.2) is True  # 0.2 < median(0.55, 0.65, 0.75)
     assert stop.stopped == {"bad": 2}
     assert stop.report("bad", 2, 0.99) is True  # once stopped, always stopped
     assert stop.report("good", 0, 0.9) is False
-    assert stop.report("good", 1, 0.75) is False  # best so far 0.9 beats the median
+    assert stop.report("good", 1, 0.6) is False  # best so far 0.9 beats the median
 
 
-def test_median_compares_with_the_others_values_at_that_epoch():
-    # Optuna's formulation: the trial's best so far against the finished trials' values *at this
-    # epoch*; a reference that peaked earlier does not count with its peak.
-    stop = EarlyStopping(MedianRule(min_epochs=2, min_trials=3), "max")
+def test_median_compares_with_running_averages_not_values_at_that_epoch():
+    # Vizier's formulation: a reference's mean over epochs 0..s, so one lucky (or unlucky)
+    # epoch of a reference moves the bar less; here the references average 0.7 by epoch 1.
+    stop = EarlyStopping(MedianRule(min_epochs=1, min_trials=3), "max")
     for i in range(3):
-        _finish(stop, f"t{i}", [0.9, 0.5])
-    assert stop.report("steady", 0, 0.6) is False
-    assert stop.report("steady", 1, 0.6) is False  # 0.6 >= median(0.5, 0.5, 0.5)
-    assert stop.report("worse", 0, 0.3) is False
-    assert stop.report("worse", 1, 0.4) is True
+        _finish(stop, f"t{i}", [0.5, 0.9])
+    assert stop.report("slow", 0, 0.5) is False  # 0.5 is not below median(0.5, 0.5, 0.5)
+    assert stop.report("slow", 1, 0.75) is False  # 0.75 >= 0.7, although < 0.9 at this epoch
+    assert stop.report("worse", 0, 0.5) is False
+    assert stop.report("worse", 1, 0.65) is True
 
 
-def test_median_waits_for_min_trials_and_ignores_stopped_trials_as_references():
+def test_median_waits_for_min_trials_and_counts_stopped_trials_as_references():
     stop = EarlyStopping(MedianRule(min_epochs=1, min_trials=2), "max")
     _finish(stop, "a", [0.8, 0.9])
-    assert stop.report("b", 0, 0.1) is False  # only one finished trial to compare with
+    assert stop.report("b", 0, 0.1) is False  # only one ended trial to compare with
     stop.trial_ended("b")
     _finish(stop, "c", [0.6])
-    # b ended without being stopped, so it is a reference: median(0.8, 0.1, 0.6) = 0.6.
-    assert stop.report("d", 0, 0.5) is True
+    assert stop.report("d", 0, 0.5) is True  # median(0.8, 0.1, 0.6) = 0.6
     stop2 = EarlyStopping(MedianRule(min_epochs=1, min_trials=1), "max")
     _finish(stop2, "a", [0.8])
     assert stop2.report("b", 0, 0.1) is True
     stop2.trial_ended("b")
-    # b was stopped: it is not a reference, so the median is still 0.8 (not 0.45).
-    assert stop2.report("c", 0, 0.5) is True
+    # b was stopped, but it ended and is a reference: median(0.8, 0.1) = 0.45. Leaving stopped
+    # trials out would raise the bar with every stop (0.8 here) until good slow starters fail.
+    assert stop2.report("c", 0, 0.5) is False
 
 
 def test_min_direction_for_loss_objectives():
@@ -114,9 +114,13 @@ def test_off_by_default_and_one_option_turns_it_on():
     base = ["name=s", "model=mlp"]
     assert spec_module.load(None, base).early_stopping is None
     on = spec_module.load(None, [*base, "early_stopping=median"]).early_stopping
-    assert on is not None and on.rule == "median" and on.min_epochs == 3
+    assert on is not None and on.rule == "median"
+    assert make_rule(on.rule, **on.rule_settings()) == MedianRule(min_epochs=1, min_trials=3)
     halving = spec_module.load(None, [*base, "early_stopping.rule=halving"]).early_stopping
-    assert halving.rule_settings() == {"min_epochs": 3, "min_trials": 3, "reduction_factor": 3}
+    rule = make_rule(halving.rule, **halving.rule_settings())
+    assert rule == HalvingRule(min_epochs=3, reduction_factor=3, min_trials=3)
+    cautious = spec_module.load(None, [*base, "early_stopping.min_epochs=4"]).early_stopping
+    assert make_rule(cautious.rule, **cautious.rule_settings()).min_epochs == 4
 
 
 def test_bad_early_stopping_option_exits_2_with_one_line(tmp_path: Path):

@@ -62,37 +62,52 @@ class StoppingRule(ABC):
     """Decides, at one epoch of one trial, whether that trial should stop.
 
     ``curve`` is the trial's objective per epoch so far (its last value is this epoch's),
-    ``finished`` the curves of the trials that ended without being stopped (rules compare against
-    them), ``others`` every other trial's curve (finished, stopped or running; used by
-    asynchronous rules such as successive halving). All oriented so that larger is better.
+    ``ended`` the curves of the trials that have ended (completed, stopped early or failed;
+    rules compare against them), ``others`` every other trial's curve (ended or still running;
+    used by asynchronous rules such as successive halving). All oriented so that larger is better.
     """
 
     min_epochs: int = 1
 
     @abstractmethod
-    def should_stop(self, curve: Curve, finished: Sequence[Curve], others: Sequence[Curve]) -> bool: ...
+    def should_stop(self, curve: Curve, ended: Sequence[Curve], others: Sequence[Curve]) -> bool: ...
 
     def describe(self) -> str:
         return type(self).__name__
 
 
+def running_average(curve: Curve, step: int) -> float:
+    """Mean of the values reported at epochs 0..step (NaN if none was)."""
+    values = [v for v in curve[: step + 1] if not math.isnan(v)]
+    return statistics.fmean(values) if values else math.nan
+
+
 @dataclass(frozen=True)
 class MedianRule(StoppingRule):
-    """Median stopping rule (Golovin et al., Google Vizier; Optuna's ``MedianPruner``).
+    """Median stopping rule as Google Vizier defines it (Golovin et al., KDD 2017, 3.2.2).
 
     After ``min_epochs`` epochs, stop a trial whose best objective so far is worse than the
-    median of the objective, at the same epoch, of the finished trials that reached that epoch
-    (Optuna's formulation). Never stops before ``min_trials`` trials have finished.
+    median of the *running averages* up to this epoch of the ended trials that reached it
+    (trials stopped early included: they ended too). Never stops before ``min_trials`` such
+    trials exist.
+
+    Why this formulation and not Optuna's ``MedianPruner`` (the ended trials' values *at* this
+    epoch, stopped trials left out), which we used first: on the Fashion-MNIST sample it stopped
+    the trial that would have been best in 3 of 12 random searches. Values at one epoch are noisy
+    on a small validation set, and leaving stopped trials out makes the reference pool better and
+    better as the weak trials are stopped, until good slow starters fall below its median. The
+    running average of all ended trials lost nothing on those searches (docs/results.md).
     """
 
     min_epochs: int = 1
     min_trials: int = 3
 
-    def should_stop(self, curve: Curve, finished: Sequence[Curve], others: Sequence[Curve]) -> bool:
+    def should_stop(self, curve: Curve, ended: Sequence[Curve], others: Sequence[Curve]) -> bool:
         step = len(curve) - 1
         if len(curve) < self.min_epochs:
             return False
-        peers = _at(finished, step)
+        peers = [running_average(c, step) for c in ended if len(c) > step]
+        peers = [p for p in peers if not math.isnan(p)]
         if len(peers) < self.min_trials:
             return False
         return best_so_far(curve) < statistics.median(peers)
@@ -111,7 +126,7 @@ class HalvingRule(StoppingRule):
     only the best one goes on. ``min_trials`` values must exist at a rung before it stops anyone.
     """
 
-    min_epochs: int = 1
+    min_epochs: int = 3
     reduction_factor: int = 3
     min_trials: int = 3
 
@@ -121,7 +136,7 @@ class HalvingRule(StoppingRule):
         k = math.log(epochs / self.min_epochs, self.reduction_factor)
         return abs(k - round(k)) < 1e-9
 
-    def should_stop(self, curve: Curve, finished: Sequence[Curve], others: Sequence[Curve]) -> bool:
+    def should_stop(self, curve: Curve, ended: Sequence[Curve], others: Sequence[Curve]) -> bool:
         epochs = len(curve)
         if not self._is_rung(epochs):
             return False
@@ -188,11 +203,11 @@ class EarlyStopping:
             if trial_id in self._ended:
                 return False
             curve = self._curve(trial_id)
-            finished = [self._curve(t) for t in self._ended if t != trial_id and t not in self.stopped]
+            ended = [self._curve(t) for t in self._ended if t != trial_id]
             others = [self._curve(t) for t in self._history if t != trial_id]
             if self.max_epochs is not None and len(curve) >= self.max_epochs:
                 return False
-            if self.rule.should_stop(curve, finished, others):
+            if self.rule.should_stop(curve, ended, others):
                 self.stopped[trial_id] = len(curve)
                 return True
             return False
