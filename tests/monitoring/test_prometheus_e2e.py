@@ -128,6 +128,11 @@ def search(tmp_path: Path, keras_home: Path) -> Iterator[dict[str, Any]]:
             "TUNER_SERVICE_METRICS_LINGER": str(LINGER),
         },
     )
+    # Workers start once Prometheus has scraped the chief at zero trials: the alert expressions
+    # use increase(), which needs a sample from before the trials ended (on a loaded machine the
+    # whole tiny search could otherwise finish before the first successful scrape).
+    seen = f'tuner_service_trials_completed{{study="{STUDY}"}} == 0'
+    wait_for(lambda: prometheus.api("query", query=seen)["result"], 120, "a first scrape", tmp_path)
     for i, port in enumerate(worker_ports):
         spawn(
             "worker",
