@@ -70,7 +70,7 @@ BENCH_ARGS ?=
 bench: venv ## stock keras-tuner vs tuner-service side by side: one table of ratios (~30 min; BENCH_ARGS=--smoke)
 	$(PY) -m bench $(BENCH_ARGS)
 
-bench-early-stopping: venv ## early stopping off vs on: epochs and time saved vs accuracy lost (~20 min)
+bench-early-stopping: venv ## early stopping off vs on: epochs and time saved vs accuracy lost (~30 min)
 	$(PY) bench/early_stopping.py
 
 clean: ## remove local search output
