@@ -171,6 +171,7 @@ class Chief:
             checkpoints.remove_ended(self.spec.project_dir, running)
         state = {"finished": "finished", "failed": "failed"}.get(outcome.state, "interrupted")
         self.ledger.set_state(state, outcome.message or None)
+        self.ledger.close()
         self.server.stop(grace=0.5).wait()
 
     def serve(self) -> Outcome:

@@ -104,6 +104,7 @@ class Ledger:
         self._dirty = threading.Event()
         self._write_lock = threading.Lock()
         self._saver: threading.Thread | None = None
+        self._closed = threading.Event()
         self._first_report: set[str] = set()  # trials handed out again, not yet reported on
 
     # -- listeners -----------------------------------------------------------------------
@@ -268,7 +269,7 @@ class Ledger:
         """Persist the snapshot: now, or soon with ``save_interval`` (the chief's hot path)."""
         if self.path is None:
             return
-        if self.save_interval <= 0:
+        if self.save_interval <= 0 or self._closed.is_set():
             self.flush()
             return
         self._dirty.set()
@@ -286,10 +287,24 @@ class Ledger:
             self._dirty.clear()
             write_json_atomic(self.path, self.snapshot())
 
+    def close(self) -> None:
+        """Stop the background saver and write the last snapshot.
+
+        The chief calls it when it shuts down, so no delayed write lands after the process
+        (or a benchmark's temporary storage) is gone; later changes are written at once.
+        """
+        self._closed.set()
+        self._dirty.set()  # wake a saver that waits for changes
+        if self._saver is not None:
+            self._saver.join(timeout=10)
+        self.flush()
+
     def _save_loop(self) -> None:
         while True:
             self._dirty.wait()
-            time.sleep(self.save_interval)  # let the rest of a burst land in the same write
+            # Let the rest of a burst land in the same write; close() ends the wait early.
+            if self._closed.wait(self.save_interval):
+                return
             self.flush()
 
     def restore(self) -> None:

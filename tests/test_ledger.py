@@ -1,0 +1,25 @@
+"""The chief's ledger on disk: delayed writes on the hot path, nothing left pending at shutdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tuner_service.chief.ledger import STATE_FILE, Ledger
+
+
+def _saved(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_close_writes_pending_changes_at_once_and_stops_the_background_saver(tmp_path: Path) -> None:
+    path = tmp_path / STATE_FILE
+    ledger = Ledger("s", 3, path, save_interval=30.0)  # a delay no test would wait out
+    ledger.trial_started("worker-0", "00")
+    assert not path.exists()  # the write is delayed to batch a burst of events
+    ledger.close()
+    assert _saved(path)["trials"]["00"]["status"] == "RUNNING"
+    assert ledger._saver is not None and not ledger._saver.is_alive()
+    # After close nothing is delayed any more: a late change is on disk when the call returns.
+    ledger.trial_started("worker-1", "01")
+    assert "01" in _saved(path)["trials"]
