@@ -40,6 +40,7 @@ def test_hyperband_planned_trials_is_the_number_the_oracle_creates(tmp_path, max
         seed=1,
     )
     planned = compat.hyperband_planned_trials(oracle)
+    assert compat.trial_budget(oracle) == planned  # what the chief's progress and metrics show
     assert planned == _count_trials(oracle, tmp_path)
     assert planned > 0
 
@@ -52,6 +53,11 @@ def test_hyperband_without_an_iteration_limit_has_no_planned_count():
         hyperparameters=_space(),
     )
     assert compat.hyperband_planned_trials(oracle) is None
+
+
+def test_other_oracles_budget_is_their_max_trials():
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=7)
+    assert compat.trial_budget(oracle) == 7
 
 
 def test_supported_version_range_contains_the_installed_keras_tuner():

@@ -16,6 +16,7 @@ from tuner_service.chief.stopping import (
     HalvingRule,
     MedianRule,
     make_rule,
+    study_rule,
 )
 
 
@@ -115,12 +116,13 @@ def test_off_by_default_and_one_option_turns_it_on():
     assert spec_module.load(None, base).early_stopping is None
     on = spec_module.load(None, [*base, "early_stopping=median"]).early_stopping
     assert on is not None and on.rule == "median"
-    assert make_rule(on.rule, **on.rule_settings()) == MedianRule(min_epochs=1, min_trials=3)
-    halving = spec_module.load(None, [*base, "early_stopping.rule=halving"]).early_stopping
-    rule = make_rule(halving.rule, **halving.rule_settings())
-    assert rule == HalvingRule(min_epochs=3, reduction_factor=3, min_trials=3)
-    cautious = spec_module.load(None, [*base, "early_stopping.min_epochs=4"]).early_stopping
-    assert make_rule(cautious.rule, **cautious.rule_settings()).min_epochs == 4
+    assert study_rule(spec_module.load(None, [*base, "early_stopping=median"])) == MedianRule(
+        min_epochs=1, min_trials=3
+    )
+    halving = study_rule(spec_module.load(None, [*base, "early_stopping.rule=halving"]))
+    assert halving == HalvingRule(min_epochs=3, reduction_factor=3, min_trials=3)
+    cautious = study_rule(spec_module.load(None, [*base, "early_stopping.min_epochs=4"]))
+    assert cautious is not None and cautious.min_epochs == 4
 
 
 def test_bad_early_stopping_option_exits_2_with_one_line(tmp_path: Path):

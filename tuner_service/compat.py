@@ -263,6 +263,13 @@ def attach_project_dir(oracle: keras_tuner.Oracle, directory: str, project_name:
     oracle._set_project_dir(directory, project_name)
 
 
+def trial_budget(oracle: keras_tuner.Oracle) -> int | None:
+    """How many trials the search runs: ``max_trials``, or what Hyperband's brackets plan."""
+    if isinstance(oracle, keras_tuner.oracles.HyperbandOracle):
+        return hyperband_planned_trials(oracle)
+    return getattr(oracle, "max_trials", None)
+
+
 def hyperband_planned_trials(oracle: keras_tuner.oracles.HyperbandOracle) -> int | None:
     """Trials a Hyperband search creates: every round of every bracket, times the iterations.
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner_service.chief.ledger import write_json_atomic
-from tuner_service.chief.stopping import make_rule
+from tuner_service.chief.stopping import study_rule
 from tuner_service.spec import StudySpec
 
 EXPERIMENT_JSON = "experiment.json"
@@ -127,12 +127,6 @@ def selection_check(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _stopping_rule(spec: StudySpec) -> str | None:
-    """The early-stopping rule as the chief ran it, defaults resolved (None when off)."""
-    es = spec.early_stopping
-    return None if es is None else make_rule(es.rule, **es.rule_settings()).describe()
-
-
 def comparison(spec: StudySpec, results: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
     best_hps = {
         k: v for k, v in (results.get("best_hyperparameters") or {}).items() if not k.startswith("tuner/")
@@ -145,7 +139,7 @@ def comparison(spec: StudySpec, results: dict[str, Any], baseline: dict[str, Any
         "max_trials": spec.max_trials,
         "epochs": spec.epochs,
         "trials_completed": results.get("trials_completed"),
-        "early_stopping": _stopping_rule(spec),
+        "early_stopping": rule.describe() if (rule := study_rule(spec)) else None,
         "baseline_test_accuracy": (baseline or {}).get("test_accuracy"),
         "baseline_val_accuracy": (baseline or {}).get("val_accuracy"),
         "tuned_test_accuracy": results.get("test_accuracy"),

@@ -59,11 +59,11 @@ class Chief:
         self.spec = spec
         self.oracle = oracle
         self.linger = linger
-        max_trials = getattr(oracle, "max_trials", None)
-        if isinstance(oracle, keras_tuner.oracles.HyperbandOracle):
-            max_trials = compat.hyperband_planned_trials(oracle)  # its brackets fix the count
         self.ledger = Ledger(
-            spec.name, max_trials, spec.project_dir / STATE_FILE, save_interval=LEDGER_SAVE_INTERVAL
+            spec.name,
+            compat.trial_budget(oracle),
+            spec.project_dir / STATE_FILE,
+            save_interval=LEDGER_SAVE_INTERVAL,
         )
         self.ledger.restore()
         self.stopping = build_early_stopping(spec, oracle.objective.direction)

@@ -274,12 +274,16 @@ class EarlyStopping:
         return True
 
 
+def study_rule(spec: StudySpec) -> StoppingRule | None:
+    """The rule the study file asks for, the rule's own defaults filled in (None when off)."""
+    es = spec.early_stopping
+    return None if es is None else make_rule(es.rule, **es.rule_settings())
+
+
 def build_early_stopping(spec: StudySpec, direction: str) -> EarlyStopping | None:
     """The study's early stopping, or None when ``early_stopping`` is off (the default)."""
-    es = spec.early_stopping
-    if es is None:
-        return None
-    return EarlyStopping(make_rule(es.rule, **es.rule_settings()), direction, max_epochs=spec.epochs)
+    rule = study_rule(spec)
+    return None if rule is None else EarlyStopping(rule, direction, max_epochs=spec.epochs)
 
 
 def read_state(project_dir: Path) -> dict[str, Any] | None:
