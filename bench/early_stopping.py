@@ -87,8 +87,9 @@ def run_search(spec: Any, splits: Any) -> dict[str, Any]:
 
     from tuner_service.chief.chief import Chief
     from tuner_service.models import load_hypermodel
+    from tuner_service.process import Role
     from tuner_service.tuners import build_tuner
-    from tuner_service.worker import Role, Worker
+    from tuner_service.worker import Worker
 
     for var in CONTRACT:
         os.environ.pop(var, None)
@@ -173,10 +174,10 @@ def replay(off: dict[str, Any], settings: dict[str, Any], epochs: int) -> dict[s
     Exact for random search with one worker, the setting of this benchmark: the trials are the
     same with and without stopping (same hyperparameters, seeded weights, same order), so a
     stopped trial's curve is the full curve cut where the rule stops it. The rule is the chief's
-    own :class:`~tuner_service.chief.stopping.EarlyStopping`, fed the recorded reports in order.
+    own :class:`~tuner_service.stopping.EarlyStopping`, fed the recorded reports in order.
     Not valid for Bayesian optimization, whose later trials depend on the scores of earlier ones.
     """
-    from tuner_service.chief.stopping import EarlyStopping, make_rule
+    from tuner_service.stopping import EarlyStopping, make_rule
 
     rule = make_rule(settings["rule"], **{k: v for k, v in settings.items() if k != "rule"})
     stopping = EarlyStopping(rule, "max", max_epochs=epochs)

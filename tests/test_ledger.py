@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tuner_service.chief.ledger import STATE_FILE, Ledger
+from tuner_service.study.files import STATE as STATE_FILE
+from tuner_service.study.ledger import Ledger
 
 
 def _saved(path: Path) -> dict:

@@ -117,7 +117,7 @@ def test_ctrl_c_stops_every_process_and_the_chief_saves_its_state(tmp_path: Path
     import sys
     import time
 
-    from tuner_service.chief.ledger import read_snapshot
+    from tuner_service.study.ledger import read_snapshot
 
     study = tiny_study(tmp_path, max_trials=40, epochs=3)
     proc = subprocess.Popen(

@@ -10,14 +10,14 @@ import pytest
 
 from tests.conftest import cli, tiny_study
 from tuner_service import spec as spec_module
-from tuner_service.chief.stopping import (
-    STATE_FILE,
+from tuner_service.stopping import (
     EarlyStopping,
     HalvingRule,
     MedianRule,
     make_rule,
     study_rule,
 )
+from tuner_service.study.files import EARLY_STOPPING as STATE_FILE
 
 
 def _finish(stop: EarlyStopping, trial_id: str, values: list[float]) -> None:
@@ -102,7 +102,7 @@ def test_forget_drops_a_retried_trial():
     _finish(stop, "a", [0.8])
     assert stop.report("b", 0, 0.1)
     stop.forget("b")
-    assert not stop.is_stopped("b")
+    assert "b" not in stop.stopped
 
 
 def test_unknown_rule_is_a_clear_error():

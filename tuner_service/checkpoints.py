@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import keras
 
+from tuner_service.study import files
+
 log = logging.getLogger(__name__)
 
-BACKUP_DIR = "backup"
-HISTORY = "history.json"
-METADATA = "training_metadata.json"  # written by BackupAndRestore: {"epoch": completed epochs}
+BACKUP_DIR = files.BACKUP
+HISTORY = files.BACKUP_HISTORY
+METADATA = files.BACKUP_METADATA
 
 
 def backup_dir(trial_dir: str | Path, execution: int) -> Path:
@@ -104,9 +105,9 @@ class TrialBackup(keras.callbacks.BackupAndRestore):
         self._logs = {e: v for e, v in self._logs.items() if e < epoch}
         self._logs[epoch] = {k: float(v) for k, v in (logs or {}).items()}
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / f".{HISTORY}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({str(e): v for e, v in self._logs.items()}))
-        os.replace(tmp, self.directory / HISTORY)
+        files.write_json_atomic(
+            self.directory / HISTORY, {str(e): v for e, v in self._logs.items()}, compact=True
+        )
         super().on_epoch_end(epoch, logs)
 
     def _read_logs(self) -> dict[int, dict[str, float]]:
@@ -130,8 +131,8 @@ def remove(trial_dir: str | Path) -> None:
 def remove_ended(project_dir: str | Path, running: set[str]) -> list[str]:
     """Delete the backups of every trial not in ``running``; returns their trial ids."""
     removed = []
-    for path in sorted(Path(project_dir).glob(f"trial_*/{BACKUP_DIR}")):
-        trial_id = path.parent.name.removeprefix("trial_")
+    for path in files.StudyDir(Path(project_dir)).backups():
+        trial_id = files.trial_id_of(path.parent)
         if trial_id not in running:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(trial_id)

@@ -21,6 +21,9 @@ import keras_tuner
 from keras_tuner.src import utils as kt_utils
 from packaging.version import Version
 
+from tuner_service.study import files
+from tuner_service.study.files import write_text_atomic
+
 SUPPORTED = (Version("1.4.7"), Version("1.5"))
 
 
@@ -73,7 +76,7 @@ def oracle_file(oracle: keras_tuner.Oracle) -> str:
 
 def trial_file(oracle: keras_tuner.Oracle, trial_id: str) -> str:
     """The path of ``trial_<id>/trial.json`` (creating the folder, as keras-tuner does)."""
-    return os.path.join(oracle._get_trial_dir(trial_id), "trial.json")
+    return os.path.join(oracle._get_trial_dir(trial_id), files.TRIAL)
 
 
 def redirect_oracle_writes(
@@ -187,10 +190,7 @@ def _atomic_save_json(path: str, obj: Any) -> str:
     text = json.dumps(obj)
     if "://" in str(path):  # gs:// and friends: no rename guarantee, keep keras-tuner's write
         return _stock_save_json(path, obj)
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
     return text
 
 

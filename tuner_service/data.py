@@ -13,18 +13,6 @@ import numpy as np
 from tuner_service.spec import DataSpec
 
 NUM_CLASSES = 10
-CLASS_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
 
 
 class DataError(Exception):

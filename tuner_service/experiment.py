@@ -20,13 +20,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from tuner_service.chief.ledger import write_json_atomic
-from tuner_service.chief.stopping import study_rule
 from tuner_service.spec import StudySpec
-
-EXPERIMENT_JSON = "experiment.json"
-EXPERIMENT_MD = "experiment.md"
-STUDY_FILE = "experiment-study.yaml"
+from tuner_service.stopping import study_rule
+from tuner_service.study import files
 
 # The seed's results on full Fashion-MNIST (test accuracy, %), see SEED.md.
 SEED_RESULTS = {
@@ -48,7 +44,7 @@ def experiment_overrides(model: str, config: str | None, overrides: list[str]) -
 
 
 def check_fresh(spec: StudySpec) -> None:
-    if (spec.project_dir / EXPERIMENT_JSON).exists() or (spec.project_dir / "results.json").exists():
+    if (spec.project_dir / files.EXPERIMENT_JSON).exists() or (spec.project_dir / files.RESULTS).exists():
         raise ExperimentError(
             f"{spec.project_dir} already holds a finished search; pick another name or directory "
             "(--set name=... / --set directory=...)"
@@ -223,11 +219,9 @@ def markdown(cmp: dict[str, Any], command: str | None = None) -> str:
 
 
 def write(spec: StudySpec, cmp: dict[str, Any], command: str | None = None) -> Path:
-    write_json_atomic(spec.project_dir / EXPERIMENT_JSON, cmp)
-    path = spec.project_dir / EXPERIMENT_MD
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(markdown(cmp, command))
-    tmp.replace(path)
+    files.write_json_atomic(spec.project_dir / files.EXPERIMENT_JSON, cmp)
+    path = spec.project_dir / files.EXPERIMENT_MD
+    files.write_text_atomic(path, markdown(cmp, command))
     return path
 
 
@@ -236,10 +230,8 @@ def write_study(spec: StudySpec) -> Path:
     from tuner_service.spec import dump
 
     spec.project_dir.mkdir(parents=True, exist_ok=True)
-    path = spec.project_dir / STUDY_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dump(spec))
-    tmp.replace(path)
+    path = spec.project_dir / files.EXPERIMENT_STUDY
+    files.write_text_atomic(path, dump(spec))
     return path
 
 
@@ -282,22 +274,38 @@ def repeated_tests(spec: StudySpec, repeats: int) -> dict[str, list[float]]:
     return out
 
 
-def run_baseline_step(spec: StudySpec) -> dict[str, Any]:
-    from tuner_service.results import run_baseline
-
-    return run_baseline(spec)
-
-
 def finish(spec: StudySpec, command: str | None = None, repeats: int = 0) -> dict[str, Any]:
     """After the search (chief finalized results.json): build, write and return the comparison."""
-    from tuner_service.chief.ledger import read_json
-    from tuner_service.results import BASELINE, load_results
+    from tuner_service.results import load_results
 
     results = load_results(spec)
     if results is None:
-        raise ExperimentError(f"the search left no results at {spec.project_dir / 'results.json'}")
-    cmp = comparison(spec, results, read_json(spec.project_dir / BASELINE))
+        raise ExperimentError(f"the search left no results at {spec.project_dir / files.RESULTS}")
+    cmp = comparison(spec, results, files.read_json(spec.project_dir / files.BASELINE))
     if repeats > 0:
         cmp["repeated"] = repeated_tests(spec, repeats)
     write(spec, cmp, command)
     return cmp
+
+
+def run(spec: StudySpec, command: str, *, workers: int, repeats: int, show_progress: bool = True) -> int:
+    """``tuner-service experiment``: baseline, search, retrain and test, comparison, report."""
+    from tuner_service.local import run_search
+    from tuner_service.report import write_report
+    from tuner_service.results import run_baseline
+
+    check_fresh(spec)
+    print(f"[1/3] baseline {spec.model}: train and test the hand-built model", flush=True)
+    run_baseline(spec)
+    print("[2/3] search (validation data only), then retrain the best and test it", flush=True)
+    # Chief and workers read one study file; the resolved one is also the experiment's record.
+    study = write_study(spec)
+    code = run_search(spec, str(study), [], workers=workers, show_progress=show_progress)
+    if code != 0:
+        return code
+    print(f"[3/3] comparison ({repeats} more retrains of each) and report", flush=True)
+    cmp = finish(spec, command, repeats=repeats)
+    write_report(spec)
+    print(markdown(cmp))
+    print(f"written: {spec.project_dir / files.EXPERIMENT_MD}, {spec.project_dir / files.REPORT_HTML}")
+    return 0

@@ -1,23 +1,18 @@
 """The only place where tuner-service talks to the Kubernetes API (official `kubernetes` client).
 
-Two small services to users, both best effort: without a cluster, without credentials or
-without permission they log one warning and return ``False`` / ``None``; they never raise.
+Best effort: without a cluster, without credentials or without permission it logs one
+warning and returns ``False``; it never raises.
 
 * :func:`publish_event` - the chief records Kubernetes Events about the search (started,
   finished, failed) on its own pod, so ``kubectl describe pod`` / ``kubectl get events`` show
   them. The pod is named by the downward-API variables ``POD_NAME``, ``POD_NAMESPACE`` and
   ``POD_UID`` that the Helm chart sets; the chart's Role grants exactly ``create events``.
-* :func:`find_chief` - a CLI locates a release's chief Service by the chart's standard labels
-  and gets the address of its oracle, status and metrics ports (needs ``list services`` in the
-  namespace, i.e. the user's own kubeconfig, not the chart's ServiceAccount).
 
 Example::
 
     >>> from tuner_service import kube
     >>> kube.publish_event(kube.SEARCH_STARTED, "max_trials=20, 4 workers")  # doctest: +SKIP
     True
-    >>> kube.find_chief("mnist", namespace="studies")  # doctest: +SKIP
-    ChiefEndpoint(name='mnist-tuner-service-chief', namespace='studies', ...)
 
 The ``kubernetes`` package is imported lazily: importing this module costs nothing.
 """
@@ -27,7 +22,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -40,11 +34,6 @@ SEARCH_FAILED = "SearchFailed"
 
 #: ``reportingComponent`` / ``source.component`` of our events.
 COMPONENT = "tuner-service"
-
-#: Labels the Helm chart puts on the chief Service (see k8s/tuner-service/templates/_helpers.tpl).
-PART_OF_LABEL = "app.kubernetes.io/part-of=tuner-service"
-INSTANCE_LABEL = "app.kubernetes.io/instance"
-COMPONENT_LABEL = "app.kubernetes.io/component"
 
 _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 _warned: set[str] = set()
@@ -178,76 +167,4 @@ def _event_body(
         first_timestamp=now,
         last_timestamp=now,
         count=1,
-    )
-
-
-@dataclass(frozen=True)
-class ChiefEndpoint:
-    """Where a release's chief listens: its Service and named ports."""
-
-    name: str
-    namespace: str
-    cluster_domain: str = "cluster.local"
-    ports: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def host(self) -> str:
-        """The Service's fully qualified DNS name (what the workers dial)."""
-        return f"{self.name}.{self.namespace}.svc.{self.cluster_domain}"
-
-    @property
-    def oracle_port(self) -> int | None:
-        return self.ports.get("grpc-oracle")
-
-    @property
-    def status_port(self) -> int | None:
-        return self.ports.get("grpc-status")
-
-    @property
-    def metrics_port(self) -> int | None:
-        return self.ports.get("http-metrics")
-
-    @property
-    def status_address(self) -> str | None:
-        """``host:port`` of the status API, for in-cluster clients."""
-        return f"{self.host}:{self.status_port}" if self.status_port else None
-
-
-def find_chief(
-    release: str,
-    namespace: str | None = None,
-    *,
-    cluster_domain: str = "cluster.local",
-    api: Any | None = None,
-) -> ChiefEndpoint | None:
-    """The chief Service of Helm release ``release`` (by the chart's labels), or None.
-
-    None means: not found, several found (ambiguous), or no cluster / no permission (logged).
-    """
-    namespace = namespace or current_namespace()
-    core = _core_v1(api)
-    if core is None:
-        return None
-    selector = f"{PART_OF_LABEL},{INSTANCE_LABEL}={release},{COMPONENT_LABEL}=chief"
-    try:
-        services = core.list_namespaced_service(namespace=namespace, label_selector=selector).items
-    except Exception as exc:  # noqa: BLE001
-        log.warning("could not list services in namespace %s: %s", namespace, _api_error(exc))
-        return None
-    if len(services) != 1:
-        log.warning(
-            "found %d chief services for release %r in namespace %s (selector %s)",
-            len(services),
-            release,
-            namespace,
-            selector,
-        )
-        return None
-    svc = services[0]
-    ports = {p.name: int(p.port) for p in (svc.spec.ports or []) if p.name}
-    return ChiefEndpoint(
-        name=svc.metadata.name,
-        namespace=svc.metadata.namespace or namespace,
-        cluster_domain=cluster_domain,
-        ports=ports,
     )

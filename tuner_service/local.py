@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tuner_service.chief.ledger import read_snapshot
+from tuner_service import process
+from tuner_service.process import Role, UsageError
 from tuner_service.spec import StudySpec
+from tuner_service.study import files
+from tuner_service.study.ledger import read_snapshot
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -53,7 +56,7 @@ class LocalRun:
 
     @property
     def log_dir(self) -> Path:
-        return self.spec.project_dir / "logs"
+        return self.spec.project_dir / files.LOGS
 
     def _argv(self, role: str) -> list[str]:
         argv = [sys.executable, "-m", "tuner_service", role]
@@ -79,20 +82,16 @@ class LocalRun:
 
     def start(self) -> None:
         self.oracle_port = free_port(self.host)
-        contract = {
-            "KERASTUNER_ORACLE_IP": self.host,
-            "KERASTUNER_ORACLE_PORT": str(self.oracle_port),
-        }
-        chief_env = {**contract, "KERASTUNER_TUNER_ID": "chief"}
+        chief_env = Role("chief", self.host, self.oracle_port).env()
         if self.spec.metrics_port:
             self.metrics_port = free_port(self.host)
-            chief_env["TUNER_SERVICE_METRICS_PORT"] = str(self.metrics_port)
+            chief_env[process.METRICS_PORT] = str(self.metrics_port)
         if self.spec.status_port:
-            chief_env["TUNER_SERVICE_STATUS_PORT"] = str(free_port(self.host))
+            chief_env[process.STATUS_PORT] = str(free_port(self.host))
         self._spawn("chief", "chief", chief_env)
         for i in range(self.workers):
-            env = {**contract, "KERASTUNER_TUNER_ID": f"worker-{i}"}
-            env["TUNER_SERVICE_METRICS_PORT"] = str(free_port(self.host)) if self.spec.metrics_port else "0"
+            env = Role(f"worker-{i}", self.host, self.oracle_port).env()
+            env[process.METRICS_PORT] = str(free_port(self.host)) if self.spec.metrics_port else "0"
             self._spawn(f"worker-{i}", "worker", env)
 
     @property
@@ -144,3 +143,36 @@ class LocalRun:
         if code == 0 and any(p.returncode not in (0, -signal.SIGTERM) for p in self.procs[1:]):
             return 1
         return code
+
+
+def run_search(
+    spec: StudySpec, config: str | None, overrides: list[str], *, workers: int, show_progress: bool = True
+) -> int:
+    """A local chief + ``workers`` search with a live table (``run`` and ``experiment``); its exit code."""
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if not spec.is_seed_model:
+        # Fail fast, in this process, on a user model that cannot be imported.
+        from tuner_service.models import load_hypermodel
+
+        load_hypermodel(spec.model)
+    from tuner_service.progress import Progress
+
+    run = LocalRun(spec, config, overrides, workers=workers)
+    print(f"study {spec.name!r}: chief + {workers} workers, logs in {run.log_dir}")
+    run.start()
+    if run.metrics_port:
+        print(f"metrics: http://{run.host}:{run.metrics_port}/metrics")
+    if spec.status_port:
+        print(f"watch it: tuner-service status --config {config} --watch")
+    progress = Progress(spec, enabled=show_progress)
+    try:
+        with progress:
+            code = run.wait(progress.update)
+    except KeyboardInterrupt:
+        print("interrupted: stopping workers and chief...", file=sys.stderr)
+        run.stop()
+        return process.EXIT_INTERRUPTED
+    if code != 0:
+        print(f"search failed (exit {code}); see {run.log_dir}", file=sys.stderr)
+    return code

@@ -16,7 +16,7 @@ job's parallelism) — never trial ids. ``docs/monitoring.md`` has the reference
 
 Example (a chief's registry on a free port)::
 
-    from tuner_service.chief.ledger import Ledger
+    from tuner_service.study.ledger import Ledger
     from tuner_service.metrics import ChiefMetrics, serve
 
     ledger = Ledger("demo", max_trials=10)
@@ -40,15 +40,15 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from tuner_service.chief.ledger import Event, Ledger
     from tuner_service.chief.servicer import OracleServicer
+    from tuner_service.study.ledger import Event, Ledger
 
 log = logging.getLogger(__name__)
 
 PREFIX = "tuner_service"
 # A worker that has not called the chief for this long is "missing" (not alive). Workers call at
-# least once per epoch; the fault-tolerance lease (study option ``lease_timeout``) should be
-# passed instead once it exists, so the metric and the reassignment agree.
+# least once per epoch; the chief passes the study's ``lease_timeout`` instead, so the metric and
+# the reassignment agree (this default serves callers without a study).
 DEFAULT_WORKER_LEASE = 300.0
 SEARCH_STATES = ("running", "finished", "failed", "interrupted")
 # Ledger statuses of an ended attempt → label values (lower-case, bounded).

@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuner_service.chief.ledger import read_json
 from tuner_service.experiment import active_hyperparameters
 from tuner_service.spec import StudySpec
+from tuner_service.study import files
+from tuner_service.study.files import read_json
 
-REPORT_HTML = "report.html"
-REPORT_MD = "report.md"
-FILES_DIR = "report_files"
 TOP_CURVES = 5
 
 
@@ -103,17 +101,17 @@ def _history_curves(points: list[dict[str, Any]]) -> dict[str, list[tuple[int, f
 def load(spec: StudySpec) -> SearchView:
     """Everything the report shows, from the search's storage."""
     project = spec.project_dir
-    paths = sorted(project.glob("trial_*/trial.json"))
+    paths = files.StudyDir(project).trial_files()
     if not paths:
         raise ReportError(f"no search found at {project} (no trial_*/trial.json; has it run?)")
-    ledger = (read_json(project / "service_state.json") or {}).get("trials", {})
-    stopping = read_json(project / "early_stopping.json")
+    ledger = (read_json(project / files.STATE) or {}).get("trials", {})
+    stopping = read_json(project / files.EARLY_STOPPING)
     stopped = set((stopping or {}).get("stopped", {}))
     # Per-epoch values: workers report every epoch to the chief, which keeps them in
     # trial_history.jsonl (when its status API is on); trial.json has keras-tuner's final report.
-    from tuner_service.status.history import HISTORY_FILE, read
+    from tuner_service.study.history import read
 
-    histories = read(project / HISTORY_FILE)
+    histories = read(project / files.HISTORY)
     trials = []
     for path in paths:
         raw = read_json(path)
@@ -156,9 +154,9 @@ def load(spec: StudySpec) -> SearchView:
     return SearchView(
         spec=spec,
         trials=trials,
-        results=read_json(project / "results.json"),
-        baseline=read_json(project / "baseline.json"),
-        experiment=read_json(project / "experiment.json"),
+        results=read_json(project / files.RESULTS),
+        baseline=read_json(project / files.BASELINE),
+        experiment=read_json(project / files.EXPERIMENT_JSON),
         stopping=stopping,
         maximise=not (lowered.endswith("loss") or "error" in lowered),
     )
@@ -421,16 +419,10 @@ def render_markdown(view: SearchView, parts: list) -> str:
             lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rest]
             lines.append("")
         if image:
-            lines += [f"![{title}]({FILES_DIR}/{image}.png)", ""]
+            lines += [f"![{title}]({files.REPORT_FILES}/{image}.png)", ""]
         if note:
             lines += [f"*{note}*", ""]
     return "\n".join(lines)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def write_report(spec: StudySpec) -> Path:
@@ -449,10 +441,10 @@ def write_report(spec: StudySpec) -> Path:
             view.images[name] = png
     parts = sections(view)
     project = spec.project_dir
-    files = project / FILES_DIR
-    files.mkdir(exist_ok=True)
+    images = project / files.REPORT_FILES
+    images.mkdir(exist_ok=True)
     for name, png in view.images.items():
-        _write_atomic(files / f"{name}.png", png)
-    _write_atomic(project / REPORT_MD, render_markdown(view, parts).encode())
-    _write_atomic(project / REPORT_HTML, render_html(view, parts).encode())
-    return project / REPORT_HTML
+        files.write_text_atomic(images / f"{name}.png", png)
+    files.write_text_atomic(project / files.REPORT_MD, render_markdown(view, parts))
+    files.write_text_atomic(project / files.REPORT_HTML, render_html(view, parts))
+    return project / files.REPORT_HTML

@@ -11,24 +11,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner_service import data
-from tuner_service.chief.ledger import read_json, read_snapshot, write_json_atomic
 from tuner_service.spec import StudySpec
+from tuner_service.study import files
+from tuner_service.study.files import read_json, write_json_atomic
+from tuner_service.study.ledger import read_snapshot
 
 if TYPE_CHECKING:
     import keras_tuner
 
 log = logging.getLogger(__name__)
 
-RESULTS = "results.json"
-BASELINE = "baseline.json"
-BEST_MODEL = "best_model.keras"
-
 
 def _trials(project_dir: Path) -> list[keras_tuner.engine.trial.Trial]:
     import keras_tuner
 
     trials = []
-    for path in sorted(project_dir.glob("trial_*/trial.json")):
+    for path in files.StudyDir(project_dir).trial_files():
         trials.append(keras_tuner.engine.trial.Trial.load(str(path)))
     return trials
 
@@ -92,7 +90,7 @@ def run_baseline(spec: StudySpec, splits: data.Splits | None = None) -> dict[str
     fit = lambda m, *a, **kw: m.fit(*a, **kw)  # noqa: E731
     result = {"model": spec.model, **_fit_and_test(model, fit, splits, spec.epochs, spec)}
     spec.project_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(spec.project_dir / BASELINE, result)
+    write_json_atomic(spec.project_dir / files.BASELINE, result)
     return result
 
 
@@ -132,16 +130,16 @@ def finalize(spec: StudySpec, tuner: keras_tuner.Tuner, outcome_state: str) -> d
             epochs = max(1, min(epochs, int(best_step) + 1))
         fit = lambda m, *a, **kw: tuner.hypermodel.fit(hp, m, *a, **kw)  # noqa: E731
         final = _fit_and_test(model, fit, splits, epochs, spec)
-        model.save(project / BEST_MODEL)
+        model.save(project / files.BEST_MODEL)
         results["test_accuracy"] = final["test_accuracy"]
         results["retrain"] = final
-        results["best_model"] = str(project / BEST_MODEL)
+        results["best_model"] = str(project / files.BEST_MODEL)
     if spec.baseline and spec.is_seed_model and best:
-        baseline = read_json(project / BASELINE) or run_baseline(spec, splits)
+        baseline = read_json(project / files.BASELINE) or run_baseline(spec, splits)
         results["baseline_test_accuracy"] = baseline["test_accuracy"]
-    write_json_atomic(project / RESULTS, results)
+    write_json_atomic(project / files.RESULTS, results)
     return results
 
 
 def load_results(spec: StudySpec) -> dict[str, Any] | None:
-    return read_json(spec.project_dir / RESULTS)
+    return read_json(spec.project_dir / files.RESULTS)

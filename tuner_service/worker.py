@@ -4,80 +4,25 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
+import sys
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keras_tuner.engine.trial import TrialStatus
 
-from tuner_service import compat, compute, data
-from tuner_service.chief.ledger import read_snapshot
+from tuner_service import compat, compute, data, process
 from tuner_service.client import ServiceOracleClient
 from tuner_service.models import load_hypermodel
+from tuner_service.process import Role
 from tuner_service.spec import StudySpec
+from tuner_service.study.ledger import read_snapshot
 from tuner_service.tuners import ServiceTuner, build_oracle, build_tuner
 
 if TYPE_CHECKING:
     from tuner_service.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
-
-TUNER_ID = "KERASTUNER_TUNER_ID"
-ORACLE_IP = "KERASTUNER_ORACLE_IP"
-ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
-JOB_INDEX = "JOB_COMPLETION_INDEX"  # set by Kubernetes on the pods of an Indexed Job
-
-
-class EnvError(Exception):
-    """The process environment does not describe a valid chief or worker."""
-
-
-@dataclass(frozen=True)
-class Role:
-    """Who this process is, read only from keras-tuner's environment contract."""
-
-    tuner_id: str
-    oracle_ip: str
-    oracle_port: int
-
-    @property
-    def address(self) -> str:
-        return f"{self.oracle_ip}:{self.oracle_port}"
-
-    @property
-    def is_chief(self) -> bool:
-        return "chief" in self.tuner_id
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str], *, chief: bool) -> Role:
-        problems = []
-        tuner_id = environ.get(TUNER_ID)
-        if not tuner_id and not chief and environ.get(JOB_INDEX, "").isdigit():
-            tuner_id = f"worker-{environ[JOB_INDEX]}"
-        if chief:
-            tuner_id = tuner_id or "chief"
-            if "chief" not in tuner_id:
-                problems.append(f"{TUNER_ID}={tuner_id!r}: a chief's id must contain 'chief'")
-        elif not tuner_id:
-            problems.append(f"{TUNER_ID} (or {JOB_INDEX}) is not set")
-        elif "chief" in tuner_id:
-            problems.append(f"{TUNER_ID}={tuner_id!r}: a worker's id must not contain 'chief'")
-        ip = environ.get(ORACLE_IP) or ("0.0.0.0" if chief else "")
-        if not ip:
-            problems.append(f"{ORACLE_IP} is not set (the chief's address)")
-        port = environ.get(ORACLE_PORT, "")
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            problems.append(f"{ORACLE_PORT}={port!r}: expected a TCP port number")
-        if problems:
-            raise EnvError("; ".join(problems))
-        return cls(str(tuner_id), ip, int(port))
-
-    def export(self) -> None:
-        """keras-tuner's Tuner reads the contract from os.environ; make it complete."""
-        os.environ[TUNER_ID] = self.tuner_id
-        os.environ[ORACLE_IP] = self.oracle_ip
-        os.environ[ORACLE_PORT] = str(self.oracle_port)
 
 
 def freeze_startup_objects() -> None:
@@ -128,7 +73,7 @@ class Worker:
         return tuner
 
     def _search_state(self) -> dict[str, Any] | None:
-        """The chief's last saved state on the shared storage (see chief/ledger.py)."""
+        """The chief's last saved state on the shared storage (see study/ledger.py)."""
         return read_snapshot(self.spec.project_dir)
 
     def _report(self, trial: Any, epoch: int, logs: dict) -> bool:
@@ -168,3 +113,37 @@ class Worker:
         freeze_startup_objects()
         tuner.search(*fit_data, epochs=self.spec.epochs, callbacks=callbacks, verbose=0, **fit_kwargs)
         log.info("worker %s: search over", self.role.tuner_id)
+
+
+def run_worker(spec: StudySpec, environ: Mapping[str, str], *, chief_deadline: float | None = None) -> int:
+    """The worker process (``tuner-service worker``): train trials until the search ends; exit code."""
+    from tuner_service.client import ChiefUnreachable, SearchFailed, SearchFinished
+
+    metrics_port = process.env_port(environ, process.METRICS_PORT, 0)  # pods and `run` set it; off by default
+    linger = process.env_seconds(environ, process.METRICS_LINGER, 0.0) if metrics_port else 0.0
+    compat.check_version()
+    role = Role.from_env(environ, chief=False)
+    metrics = None
+    if metrics_port:
+        from tuner_service.metrics import WorkerMetrics, serve
+
+        metrics = WorkerMetrics(spec.name, role.tuner_id)
+        try:
+            serve(metrics.registry, metrics_port)
+        except OSError as err:
+            raise process.UsageError(
+                f"{process.METRICS_PORT}={metrics_port}: cannot serve metrics ({err})"
+            ) from None
+    try:
+        Worker(spec, role, chief_deadline=chief_deadline, metrics=metrics).run()
+        time.sleep(linger)  # a last scrape sees the last epoch
+    except ChiefUnreachable as err:
+        print(f"worker {role.tuner_id}: giving up: {err}", file=sys.stderr)
+        return process.EXIT_FAILED
+    except SearchFinished as err:
+        print(f"worker {role.tuner_id}: nothing to do: {err}", file=sys.stderr)
+        return process.EXIT_OK
+    except SearchFailed as err:
+        print(f"worker {role.tuner_id}: the chief ended the search: {err}", file=sys.stderr)
+        return process.EXIT_FAILED
+    return process.EXIT_OK

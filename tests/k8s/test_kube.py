@@ -4,7 +4,6 @@ degrades to a logged warning (never an exception) without a cluster or permissio
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import pytest
 from kubernetes import client
@@ -18,9 +17,8 @@ pytestmark = pytest.mark.k8s
 class FakeCoreV1:
     """Records calls; optionally fails like the API server does."""
 
-    def __init__(self, error: Exception | None = None, services: list | None = None):
+    def __init__(self, error: Exception | None = None):
         self.error = error
-        self.services = services or []
         self.calls: list[tuple[str, dict]] = []
 
     def create_namespaced_event(self, namespace, body):
@@ -28,14 +26,6 @@ class FakeCoreV1:
         if self.error:
             raise self.error
         return body
-
-    def list_namespaced_service(self, namespace, label_selector):
-        self.calls.append(
-            ("list_namespaced_service", {"namespace": namespace, "label_selector": label_selector})
-        )
-        if self.error:
-            raise self.error
-        return SimpleNamespace(items=self.services)
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +99,6 @@ def test_no_cluster_configuration_degrades_to_warning(monkeypatch, tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="tuner_service.kube"):
         assert kube.load_api_client() is None
         assert kube.publish_event(kube.SEARCH_STARTED, "x") is False
-        assert kube.find_chief("mnist", namespace="studies") is None
     assert "no Kubernetes configuration" in caplog.text
 
 
@@ -120,58 +109,6 @@ def test_in_cluster_without_token_degrades_to_warning(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="tuner_service.kube"):
         assert kube.publish_event(kube.SEARCH_STARTED, "x") is False
     assert "no Kubernetes configuration" in caplog.text
-
-
-def _service(name, namespace, ports):
-    return client.V1Service(
-        metadata=client.V1ObjectMeta(name=name, namespace=namespace),
-        spec=client.V1ServiceSpec(ports=[client.V1ServicePort(name=n, port=p) for n, p in ports.items()]),
-    )
-
-
-def test_find_chief_by_release_labels():
-    svc = _service(
-        "mnist-tuner-service-chief",
-        "studies",
-        {"grpc-oracle": 8000, "grpc-status": 8001, "http-metrics": 9090},
-    )
-    api = FakeCoreV1(services=[svc])
-    chief = kube.find_chief("mnist", namespace="studies", api=api)
-    assert api.calls == [
-        (
-            "list_namespaced_service",
-            {
-                "namespace": "studies",
-                "label_selector": "app.kubernetes.io/part-of=tuner-service,"
-                "app.kubernetes.io/instance=mnist,app.kubernetes.io/component=chief",
-            },
-        )
-    ]
-    assert chief.host == "mnist-tuner-service-chief.studies.svc.cluster.local"
-    assert (chief.oracle_port, chief.status_port, chief.metrics_port) == (8000, 8001, 9090)
-    assert chief.status_address == "mnist-tuner-service-chief.studies.svc.cluster.local:8001"
-
-
-def test_find_chief_defaults_to_pod_namespace():
-    api = FakeCoreV1(services=[_service("a-chief", "studies", {"grpc-oracle": 8000})])
-    chief = kube.find_chief("a", api=api)
-    assert api.calls[0][1]["namespace"] == "studies"
-    assert chief.metrics_port is None and chief.status_address is None
-
-
-@pytest.mark.parametrize("count", [0, 2])
-def test_find_chief_none_or_ambiguous(count, caplog):
-    services = [_service(f"c{i}", "studies", {"grpc-oracle": 8000}) for i in range(count)]
-    with caplog.at_level(logging.WARNING, logger="tuner_service.kube"):
-        assert kube.find_chief("mnist", api=FakeCoreV1(services=services)) is None
-    assert f"found {count} chief services" in caplog.text
-
-
-def test_find_chief_forbidden(caplog):
-    api = FakeCoreV1(error=ApiException(status=403, reason="Forbidden"))
-    with caplog.at_level(logging.WARNING, logger="tuner_service.kube"):
-        assert kube.find_chief("mnist", api=api) is None
-    assert "HTTP 403" in caplog.text
 
 
 def test_chart_role_grants_exactly_what_kube_calls(chart_render):

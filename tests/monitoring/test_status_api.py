@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 from conftest import REPO, cli, tiny_study  # tests/conftest.py
 
-from tuner_service.chief.ledger import STATE_FILE, Event, Ledger
 from tuner_service.local import free_port
-from tuner_service.status import endpoints
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status.client import StatusClient, StatusUnavailable
-from tuner_service.status.history import HISTORY_FILE, TrialHistory
 from tuner_service.status.server import StatusServer, make_status_server
+from tuner_service.study import endpoints
+from tuner_service.study.files import HISTORY as HISTORY_FILE
+from tuner_service.study.files import STATE as STATE_FILE
+from tuner_service.study.history import TrialHistory
+from tuner_service.study.ledger import Event, Ledger
 
 BETTER = lambda a, b: a > b  # noqa: E731
 

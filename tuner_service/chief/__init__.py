@@ -1,6 +1,9 @@
 """The chief: serves a keras-tuner oracle over gRPC until the search is over.
 
-``chief.chief`` (the Chief class), ``chief.servicer`` (protocol <-> oracle), ``chief.server``
-(the gRPC server factory) and ``chief.ledger`` (who ran what; no TensorFlow import) are
-imported directly so that light callers (the local runner) do not load TensorFlow.
+``chief.run`` assembles the chief process (``run_chief``: what ``tuner-service chief`` runs),
+``chief.chief`` (the Chief class: lifecycle, when the search is over), ``chief.servicer``
+(protocol <-> oracle), ``chief.leases`` (which worker holds which trial), ``chief.persistence``
+(the oracle's files, written off the request path) and ``chief.server`` (the gRPC server
+factory). The study's persistent records live in :mod:`tuner_service.study`, the early-stopping
+rules in :mod:`tuner_service.stopping`.
 """

@@ -15,12 +15,13 @@ import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
 from tuner_service import checkpoints, compat
-from tuner_service.chief.ledger import STATE_FILE, Ledger
 from tuner_service.chief.persistence import WriteBehind
 from tuner_service.chief.server import make_server, set_not_serving
 from tuner_service.chief.servicer import OracleServicer
-from tuner_service.chief.stopping import build_early_stopping
 from tuner_service.spec import StudySpec
+from tuner_service.stopping import build_early_stopping
+from tuner_service.study import files
+from tuner_service.study.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ LEDGER_SAVE_INTERVAL = 0.25
 class Outcome:
     state: str  # finished | failed | interrupted
     message: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "finished"
 
 
 class Chief:
@@ -62,7 +59,7 @@ class Chief:
         self.ledger = Ledger(
             spec.name,
             compat.trial_budget(oracle),
-            spec.project_dir / STATE_FILE,
+            spec.project_dir / files.STATE,
             save_interval=LEDGER_SAVE_INTERVAL,
         )
         self.ledger.restore()

@@ -32,7 +32,7 @@ import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
 from tuner_service import compat
-from tuner_service.chief.ledger import Ledger
+from tuner_service.study.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,6 @@ class Leases:
         self._leases: dict[str, Lease] = {}  # by trial id
 
     # -- queries -------------------------------------------------------------------------
-    def holder(self, trial_id: str) -> str | None:
-        with self.lock:
-            lease = self._leases.get(trial_id)
-            return lease.tuner_id if lease else None
-
     def next_expiry(self) -> float | None:
         """Seconds until the next lease runs out (None when no trial is running)."""
         with self.lock:

@@ -17,22 +17,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from typing import Any
 
 import keras_tuner
 
 from tuner_service import compat
+from tuner_service.study.files import write_text_atomic
 
 log = logging.getLogger(__name__)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class WriteBehind:
@@ -70,9 +63,9 @@ class WriteBehind:
                 oracle_state = json.dumps(self.oracle.get_state()) if self._oracle_dirty else None
                 self._oracle_dirty = False
             for trial_id, text in trials:
-                _write_atomic(compat.trial_file(self.oracle, trial_id), text)
+                write_text_atomic(compat.trial_file(self.oracle, trial_id), text)
             if oracle_state is not None:
-                _write_atomic(compat.oracle_file(self.oracle), oracle_state)
+                write_text_atomic(compat.oracle_file(self.oracle), oracle_state)
 
     def _loop(self) -> None:
         while True:

@@ -3,7 +3,7 @@
 Wire-compatible with keras-tuner: same messages, same method semantics, so an unmodified
 keras-tuner worker works against it. What differs from the stock servicer: errors become gRPC
 status codes with a message (not a server-side traceback), every call is recorded in the
-:class:`~tuner_service.chief.ledger.Ledger`, and the servicer tells the chief when the search is
+:class:`~tuner_service.study.ledger.Ledger`, and the servicer tells the chief when the search is
 over instead of being polled.
 """
 
@@ -22,15 +22,11 @@ from keras_tuner.engine.trial import TrialStatus
 
 from tuner_service import compat, wire
 from tuner_service.chief.leases import Leases, StaleHolder
-from tuner_service.chief.ledger import Ledger
-from tuner_service.chief.stopping import EarlyStopping
+from tuner_service.stopping import EarlyStopping
+from tuner_service.study.ledger import Ledger
 
 log = logging.getLogger(__name__)
 pb2 = compat.service_pb2()
-
-
-class SearchFailed(Exception):
-    """The oracle gave up (e.g. too many consecutive failed trials)."""
 
 
 def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -22,12 +22,12 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from tuner_service.chief.ledger import STATE_FILE, read_snapshot
-from tuner_service.status import endpoints
-from tuner_service.status import history as history_file
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status.client import StatusClient, StatusUnavailable
 from tuner_service.status.servicer import FINAL_STATES, status_message, trials_message
+from tuner_service.study import endpoints, files
+from tuner_service.study import history as history_file
+from tuner_service.study.ledger import read_snapshot
 
 REDRAW_EVERY = 0.5  # seconds: at most this often while events pour in
 WAIT_FOR_CHIEF = 60.0  # seconds `--watch` gives a chief that is still starting
@@ -118,9 +118,9 @@ class Source:
         if snap is None:
             return None
         status = status_message(snap, objective=self.objective)
-        histories = history_file.read(self.project_dir / history_file.HISTORY_FILE) if history else None
+        histories = history_file.read(self.project_dir / files.HISTORY) if history else None
         trials = list(trials_message(snap, histories).trials)
-        return View(status, trials, str(self.project_dir / STATE_FILE))
+        return View(status, trials, str(self.project_dir / files.STATE))
 
     def fetch(self, history: bool) -> View:
         """The live chief's answer, else the saved state, else StatusUnavailable."""

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tuner_service.chief.ledger import Event, Ledger
+from tuner_service.study.ledger import Event, Ledger
 
 # Kinds a status stream carries; worker_seen (every RPC) is too chatty and says nothing new.
 STREAMED = frozenset({"trial_started", "trial_reported", "trial_ended", "trial_reassigned", "search_state"})

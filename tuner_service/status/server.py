@@ -9,12 +9,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tuner_service.chief.ledger import Ledger
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status._generated import status_pb2_grpc as pb_grpc
 from tuner_service.status.events import EventHub
-from tuner_service.status.history import TrialHistory
 from tuner_service.status.servicer import StatusServicer
+from tuner_service.study.history import TrialHistory
+from tuner_service.study.ledger import Ledger
 
 # Each WatchEvents stream holds a thread for its lifetime; unary calls are short.
 MAX_WORKERS = 16

@@ -14,11 +14,11 @@ from typing import Any
 
 import grpc
 
-from tuner_service.chief.ledger import Event, Ledger
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status._generated import status_pb2_grpc as pb_grpc
 from tuner_service.status.events import EventHub
-from tuner_service.status.history import TrialHistory
+from tuner_service.study.history import TrialHistory
+from tuner_service.study.ledger import Event, Ledger
 
 FINAL_STATES = frozenset({"finished", "failed", "interrupted"})
 _KINDS = {

@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tuner_service.chief.ledger import read_json, write_json_atomic
+from tuner_service.study.files import ENDPOINTS, read_json, write_json_atomic
 
-ENDPOINTS_FILE = "endpoints.json"
 _ANY = {"", "0.0.0.0", "::", "[::]"}
 
 
@@ -28,9 +27,9 @@ def write(project_dir: Path, host: str, *, status_port: int = 0, metrics_port: i
     if metrics_port:
         payload["metrics"] = f"http://{connect_host(host)}:{metrics_port}/metrics"
     project_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(project_dir / ENDPOINTS_FILE, payload)
+    write_json_atomic(project_dir / ENDPOINTS, payload)
 
 
 def read(project_dir: Path) -> dict[str, str]:
-    data = read_json(project_dir / ENDPOINTS_FILE)
+    data = read_json(project_dir / ENDPOINTS)
     return data if isinstance(data, dict) else {}

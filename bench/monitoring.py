@@ -1,6 +1,6 @@
 """What monitoring costs the chief: scrape time, per-event and per-RPC overhead, ledger saves.
 
-    python tools/bench_monitoring.py [--trials 100 1000] [--epochs 10]
+    python -m bench.monitoring [--trials 100 1000] [--epochs 10]
 
 Not a test: prints numbers for docs/monitoring.md ("Costs").
 """
@@ -15,14 +15,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from prometheus_client import generate_latest
 
-from prometheus_client import generate_latest  # noqa: E402
-
-from tuner_service.chief.ledger import Event, Ledger  # noqa: E402
-from tuner_service.metrics import ChiefMetrics  # noqa: E402
-from tuner_service.status.events import EventHub  # noqa: E402
-from tuner_service.status.history import TrialHistory  # noqa: E402
+from tuner_service.metrics import ChiefMetrics
+from tuner_service.status.events import EventHub
+from tuner_service.study.history import TrialHistory
+from tuner_service.study.ledger import Event, Ledger
 
 BETTER = lambda a, b: a > b  # noqa: E731
 METRICS = {"loss": 0.1, "accuracy": 0.9, "val_loss": 0.2, "val_accuracy": 0.8}

@@ -8,8 +8,8 @@ from the seed's hypermodel at fixed mid-space hyperparameters, ``fit`` for ``--e
 study (``--trial-epochs``, default 10) is extrapolated as: first epoch + (E-1) x steady epoch
 + validation; trials/hour = 3600 / that.
 
-    KERAS_HOME=/work/shared/data/keras python scripts/gpu_throughput.py --models mlp cnn
-    KERAS_BACKEND=jax python scripts/gpu_throughput.py --data synthetic   # a GPU box without TF
+    KERAS_HOME=/work/shared/data/keras python bench/gpu_throughput.py --models mlp cnn
+    KERAS_BACKEND=jax python bench/gpu_throughput.py --data synthetic   # a GPU box without TF
 
 Data: ``fashion_mnist`` (the Keras loader; the offline sample is tiled up to ``--train-size``)
 or ``synthetic`` (random images of the same shape: throughput does not depend on pixels).

@@ -39,10 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner_service.study import files
+
 if TYPE_CHECKING:
     from tuner_service.spec import StudySpec
 
-STATE_FILE = "early_stopping.json"
 
 # A trial's objective per epoch, oriented so that larger is better: curve[s] is the value
 # reported for epoch s (NaN if that epoch was never reported).
@@ -234,10 +235,6 @@ class EarlyStopping:
             for step in range(max(steps, default=-1) + 1)
         ]
 
-    def is_stopped(self, trial_id: str) -> bool:
-        with self._lock:
-            return trial_id in self.stopped
-
     # -- state ---------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         with self._lock:
@@ -259,18 +256,13 @@ class EarlyStopping:
             self.stopped = {t: int(n) for t, n in state.get("stopped", {}).items()}
 
     def save(self, project_dir: Path) -> None:
-        from tuner_service.chief.ledger import write_json_atomic
-
-        write_json_atomic(Path(project_dir) / STATE_FILE, self.get_state())
+        files.write_json_atomic(Path(project_dir) / files.EARLY_STOPPING, self.get_state())
 
     def restore(self, project_dir: Path) -> bool:
-        import json
-
-        path = Path(project_dir) / STATE_FILE
-        try:
-            self.set_state(json.loads(path.read_text()))
-        except (OSError, ValueError):
+        state = files.read_json(Path(project_dir) / files.EARLY_STOPPING)
+        if not isinstance(state, dict):
             return False
+        self.set_state(state)
         return True
 
 
@@ -288,6 +280,4 @@ def build_early_stopping(spec: StudySpec, direction: str) -> EarlyStopping | Non
 
 def read_state(project_dir: Path) -> dict[str, Any] | None:
     """The saved early-stopping state of a search (for reports), or None when it was off."""
-    from tuner_service.chief.ledger import read_json
-
-    return read_json(Path(project_dir) / STATE_FILE)
+    return files.read_json(Path(project_dir) / files.EARLY_STOPPING)

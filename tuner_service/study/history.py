@@ -15,11 +15,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tuner_service.chief.ledger import Event, Ledger
+from tuner_service.study.ledger import Event, Ledger
 
 log = logging.getLogger(__name__)
 
-HISTORY_FILE = "trial_history.jsonl"
 Point = dict[str, Any]  # {"step": int, "metrics": {name: float}, "time": unix seconds}
 
 
