@@ -15,6 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_KERAS_HOME = REPO.parent / "shared" / "data" / "keras"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Without pytest-timeout the `timeout` setting and marks are silently ignored and a hung
+    # end-to-end test hangs the whole run: refuse to start instead.
+    if not config.pluginmanager.hasplugin("timeout"):
+        raise pytest.UsageError("pytest-timeout is not installed: pip install -e '.[test]'")
+
+
 @pytest.fixture(scope="session")
 def keras_home() -> Path:
     if not (SHARED_KERAS_HOME / "datasets" / "fashion-mnist").is_dir():
