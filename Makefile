@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 STUDY ?= examples/mlp-quick.yaml
 WORKERS ?= 2
 
-.PHONY: help install venv run experiment bench bench-early-stopping test test-tools test-fast lint format clean proto dashboard monitoring-tools test-monitoring
+.PHONY: mutants help install venv run experiment bench bench-early-stopping test test-tools test-fast lint format clean proto dashboard monitoring-tools test-monitoring
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench: venv ## stock keras-tuner vs tuner-service side by side: one table of rat
 
 bench-early-stopping: venv ## early stopping off vs on: epochs and time saved vs accuracy lost (~30 min)
 	$(PY) bench/early_stopping.py
+
+mutants: venv ## mutation audit: plant known one-line bugs, check the tests catch each (~20 min)
+	$(PY) scripts/mutants.py
 
 clean: ## remove local search output
 	rm -rf runs

@@ -155,3 +155,23 @@ def test_ctrl_c_stops_every_process_and_the_chief_saves_its_state(tmp_path: Path
     snap = read_snapshot(project)
     assert snap["state"] == "interrupted"
     assert (project / "oracle.json").exists()
+
+
+def test_a_loss_objective_is_minimised_end_to_end(tmp_path: Path) -> None:
+    """``objective: val_loss``: the best trial is the LOWEST score in results.json, the chief's
+    saved state and `status` (a maximised loss would pick the worst trial everywhere)."""
+    study = tiny_study(tmp_path, objective="val_loss", max_trials=3, seed=5)
+    result = cli("run", "--config", str(study), "--workers", "1", "--no-progress", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    res = _results(tmp_path)
+    scores = {t["trial_id"]: t["score"] for t in res["trials"] if t["status"] == "COMPLETED"}
+    assert len(scores) == 3 and len(set(scores.values())) == 3, scores  # distinct, so the test can tell
+    lowest = min(scores, key=scores.get)
+    assert res["best_trial_id"] == lowest and res["best_val_score"] == pytest.approx(scores[lowest])
+
+    state = json.loads((tmp_path / "studies" / "tiny" / "service_state.json").read_text())
+    assert state["best_trial_id"] == lowest and state["best_score"] == pytest.approx(scores[lowest])
+    status = cli("status", "--config", str(study), "--json", timeout=120)
+    assert status.returncode == 0, status.stderr[-2000:]
+    best = json.loads(status.stdout)["status"]["best"]
+    assert best["trial_id"] == lowest and best["score"] == pytest.approx(scores[lowest])

@@ -121,3 +121,22 @@ def test_changing_the_tuner_type_drops_the_old_tuners_options(tmp_path: Path) ->
 def test_shipped_example_studies_are_valid(example: Path) -> None:
     study = spec.load(example, [])
     assert study.name == example.stem
+
+
+@pytest.mark.parametrize(
+    ("section", "typo"),
+    [
+        ("data", {"validation_splt": 0.1}),
+        ("early_stopping", {"rule": "median", "min_epoch": 5}),
+        ("tuner", {"type": "bayesian", "num_initial_point": 3}),
+        ("tuner", {"type": "hyperband", "max_epoch": 3}),
+        ("compute", {"mixed_precison": True}),
+    ],
+)
+def test_a_typo_in_any_nested_section_is_an_error_naming_it(section: str, typo: dict) -> None:
+    """Strict at every level: a misspelt key is never silently replaced by its default."""
+    [bad_key] = [k for k in typo if k not in ("rule", "type")]
+    with pytest.raises(spec.SpecError) as err:
+        spec.validate({"name": "s", "model": "mlp", section: typo})
+    [problem] = err.value.problems
+    assert problem == f"{section}.{bad_key}: unknown key"

@@ -17,6 +17,7 @@ from tuner_service.stopping import (
     make_rule,
     study_rule,
 )
+from tuner_service.study import files
 from tuner_service.study.files import EARLY_STOPPING as STATE_FILE
 
 
@@ -254,6 +255,7 @@ def test_search_stops_unpromising_trials_early(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     project = tmp_path / "studies" / "tiny"
     state = json.loads((project / STATE_FILE).read_text())
+    ledger = json.loads((project / files.STATE).read_text())["trials"]
     trials = _trials(project)
     assert state["stopped"], "no trial was stopped"
     for trial_id, epochs in state["stopped"].items():
@@ -261,6 +263,9 @@ def test_search_stops_unpromising_trials_early(tmp_path: Path):
         assert trial["status"] == "COMPLETED"
         # The worker reported `epochs` epochs (fewer than the study's 4), then ended the trial.
         assert len(state["history"][trial_id]) == epochs < 4
+        # What the worker really trained: the chief's record of every epoch report it received
+        # (the stopping state above stops recording once a trial is stopped, so it cannot tell).
+        assert ledger[trial_id]["epochs"] == epochs, f"trial {trial_id} trained past its stop"
         assert trial["best_step"] < epochs
     # Trials that never learn (learning_rate 0) started after a learning one finished: all stopped.
     order = sorted(trials.values(), key=lambda t: t["trial_id"])

@@ -105,6 +105,39 @@ def test_interrupted_fit_resumes_and_scores_like_an_uninterrupted_one(tmp_path):
     assert tuner_utils.get_best_step(resumed, objective) == tuner_utils.get_best_step(straight, objective)
 
 
+def test_history_ahead_of_the_backup_is_cut_back_on_resume(tmp_path):
+    """A kill between the two writes of an epoch leaves history.json one epoch ahead of the
+    weights: the resumed trial retrains that epoch, and the epoch's stale logs never count."""
+    trial_dir = tmp_path / "moved"
+    with pytest.raises(RuntimeError, match="preempted"):
+        _fit(_model(), trial_dir, extra=[_Crash(at_epoch=3)])
+    backup = checkpoints.backup_dir(trial_dir, 0)
+    logs = json.loads((backup / checkpoints.HISTORY).read_text())
+    assert sorted(logs) == ["0", "1", "2"] and checkpoints.completed_epochs(backup) == 3
+    # Epoch 3's logs reached the disk, its weights did not (the process died in between).
+    stale = {key: 123.0 for key in logs["2"]}
+    (backup / checkpoints.HISTORY).write_text(json.dumps({**logs, "3": stale}))
+
+    callbacks = checkpoints.fit_callbacks(trial_dir, 0)
+    assert callbacks[0].resumed_from == 0  # nothing restored before fit starts
+    x, y = _data()
+    resumed = _model().fit(
+        x,
+        y,
+        validation_data=(x, y),
+        epochs=EPOCHS,
+        batch_size=16,
+        shuffle=False,
+        verbose=0,
+        callbacks=callbacks,
+    )
+    assert callbacks[0].resumed_from == 3
+    assert resumed.epoch == list(range(EPOCHS))
+    assert 123.0 not in resumed.history["val_loss"]
+    on_disk = json.loads((backup / checkpoints.HISTORY).read_text())
+    assert sorted(on_disk) == [str(e) for e in range(EPOCHS)] and on_disk["3"] != stale
+
+
 def keras_tuner_objective():
     import keras_tuner
 

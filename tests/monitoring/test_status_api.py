@@ -82,6 +82,14 @@ def test_history_survives_a_chief_restart_and_a_torn_line(ledger: Ledger, tmp_pa
     assert restarted.get("00")[1]["metrics"] == {"loss": 0.5}
 
 
+def _wait_for(condition, what: str, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.01)
+
+
 def test_event_stream_carries_trial_events_and_ends_with_the_search(
     ledger: Ledger, server: StatusServer
 ) -> None:
@@ -96,8 +104,9 @@ def test_event_stream_carries_trial_events_and_ends_with_the_search(
 
     thread = threading.Thread(target=watch)
     thread.start()
-    subscribed.wait(5)
-    time.sleep(0.5)  # the server-side subscription starts with the first read of the stream
+    assert subscribed.wait(5)
+    # The server-side subscription starts with the first read of the stream: wait for it.
+    _wait_for(lambda: server.hub.subscribers == 1, "the stream's subscription")
     ledger.trial_started("worker-0", "00")
     ledger.worker_seen("worker-0", "training")  # not streamed: says nothing new
     ledger.trial_reported("00", 0, {"val_accuracy": 0.5})
@@ -130,19 +139,23 @@ def test_a_stream_opened_after_the_end_returns_at_once(ledger: Ledger, server: S
 def test_closing_the_server_ends_open_streams(ledger: Ledger) -> None:
     server = make_status_server(ledger, "127.0.0.1:0").start()
     done = threading.Event()
+    outcome: list[object] = []
 
     def watch() -> None:
         with client_for(server) as client:
             try:
-                list(client.events())
-            except StatusUnavailable:
-                pass
+                outcome.append(list(client.events()))
+            except StatusUnavailable as err:
+                outcome.append(err)
         done.set()
 
     threading.Thread(target=watch, daemon=True).start()
-    time.sleep(0.5)
+    _wait_for(lambda: server.hub.subscribers == 1, "the stream's subscription")
     server.close()
     assert done.wait(5), "an open stream kept the chief from shutting down"
+    # Ended by the server as a stream ends (the client sees its end), not cut off by the
+    # transport shutting down under it (which a client sees as an error).
+    assert outcome == [[]], outcome
 
 
 def test_unreachable_chief_is_one_clear_error() -> None:
@@ -177,7 +190,7 @@ def test_status_cli_watch_follows_until_the_search_ends(ledger: Ledger, server: 
         text=True,
     )
     deadline = time.monotonic() + 30
-    while not server.hub._queues and time.monotonic() < deadline:  # wait until it streams
+    while not server.hub.subscribers and time.monotonic() < deadline:  # wait until it streams
         time.sleep(0.1)
     ledger.trial_started("worker-0", "00")
     ledger.trial_ended("00", "COMPLETED", 0.5, BETTER)

@@ -25,6 +25,12 @@ class EventHub:
         self.closed = False
         ledger.subscribe(self.publish)
 
+    @property
+    def subscribers(self) -> int:
+        """Open streams now (each subscribes on its first read)."""
+        with self._lock:
+            return len(self._queues)
+
     def publish(self, event: Event) -> None:
         if event.kind not in STREAMED:
             return
