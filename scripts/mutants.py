@@ -106,6 +106,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "the chief notices the end of the search only by polling",
     ),
     Mutant(
+        "chief-loop-never-reaps",
+        "tuner_service/chief/chief.py",
+        "                s.reap_leases()\n",
+        "",
+        ("tests/test_chief_server.py", "-k", "reaps"),
+        "a dead worker's trial waits forever when no other call comes in",
+    ),
+    Mutant(
         "status-streams-not-ended-on-close",
         "tuner_service/status/server.py",
         "        self.hub.close()\n",

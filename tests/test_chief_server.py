@@ -356,3 +356,41 @@ def test_sigterm_saves_state_and_exits_143(tmp_path):
     assert (
         json.loads((project / f"trial_{running.trial_id}" / "trial.json").read_text())["status"] == "RUNNING"
     )
+
+
+def test_stock_bayesian_oracle_serves_a_search(tmp_path, monkeypatch):
+    """`tuner.impl: stock` keeps keras-tuner's own BayesianOptimizationOracle behind our chief."""
+    chief = _chief(
+        tmp_path,
+        monkeypatch,
+        max_trials=3,
+        tuner={"type": "bayesian", "impl": "stock", "num_initial_points": 1},
+    )
+    assert type(chief.oracle) is keras_tuner.oracles.BayesianOptimizationOracle
+    seen: list = []
+    errors: list = []
+    _stock_cycle_until_stopped(chief.port, "w0", seen, errors)
+    assert not errors
+    chief.shutdown(chief.wait())
+    assert len(seen) == 3 and chief.ledger.counts() == {"COMPLETED": 3}
+
+
+def test_chief_reaps_a_silent_workers_trial_without_any_further_call(tmp_path, monkeypatch):
+    """The chief's own loop expires leases: a worker that dies silently while no other worker
+    calls still loses its trial after lease_timeout, and the next worker to ask gets it."""
+    chief = _chief(tmp_path, monkeypatch, max_trials=2, lease_timeout=1)
+    threading.Thread(target=chief.wait, daemon=True).start()
+    channel, stub = _stub(chief.port)
+    trial = stub.CreateTrial(pb2.CreateTrialRequest(tuner_id="w0"), timeout=10).trial  # then w0 dies
+    silent_since = time.monotonic()
+    deadline = silent_since + 10
+    while chief.ledger.trials[trial.trial_id].status != "QUEUED":
+        assert time.monotonic() < deadline, "the silent worker's trial was never reassigned"
+        time.sleep(0.05)
+    assert time.monotonic() - silent_since >= 1.0  # not before its lease ran out
+    again = stub.CreateTrial(pb2.CreateTrialRequest(tuner_id="w1"), timeout=10).trial
+    assert again.trial_id == trial.trial_id
+    assert chief.ledger.trials[trial.trial_id].tuner_id == "w1"
+    channel.close()
+    chief.request_stop("test over")
+    chief.shutdown(chief.wait())

@@ -7,6 +7,7 @@ from typing import Any
 import keras_tuner
 import pytest
 
+from tests.fixtures import user_models
 from tuner_service.models import ModelError, load_hypermodel
 from tuner_service.models.seed import BASELINES
 
@@ -91,7 +92,12 @@ def test_user_models_as_function_class_and_instance() -> None:
     fn = load_hypermodel("tests.fixtures.user_models:build_tiny")
     assert callable(fn)
     cls = load_hypermodel("tests.fixtures.user_models:TinyHyperModel")
-    assert isinstance(cls, keras_tuner.HyperModel)
+    assert isinstance(cls, keras_tuner.HyperModel) and cls is not user_models.TINY
+    # An instance is used as it is (its configuration kept), not re-created.
+    assert load_hypermodel("tests.fixtures.user_models:TINY") is user_models.TINY
+    for hypermodel in (fn, cls, user_models.TINY):
+        build = hypermodel if callable(hypermodel) and not hasattr(hypermodel, "build") else hypermodel.build
+        assert build(keras_tuner.HyperParameters()).output_shape == (None, 10)
 
 
 @pytest.mark.parametrize(
