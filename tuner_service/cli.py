@@ -103,6 +103,7 @@ def _serve_chief_observability(
                 objective=spec.objective,
                 direction=direction,
                 history_path=spec.project_dir / HISTORY_FILE,
+                security=chief.security,  # the oracle port's auth and TLS
             ).start()
             stack.callback(status.close)
             bound["status_port"] = status.port
@@ -117,6 +118,9 @@ def _serve_chief_observability(
 def cmd_chief(args: argparse.Namespace) -> int:
     spec = _load_spec(args)
     ports = _chief_ports(spec)  # bad settings fail before TensorFlow loads
+    from tuner_service.auth import ServerSecurity
+
+    security = ServerSecurity.from_env(os.environ)  # token auth and TLS of both gRPC ports
     _quiet_tensorflow()
     from tuner_service import compat
     from tuner_service.chief.chief import Chief
@@ -137,7 +141,7 @@ def cmd_chief(args: argparse.Namespace) -> int:
     # and, if this storage already holds a search, reloads it (a restarted chief resumes).
     tuner = build_tuner(spec, hypermodel)
     tuner.save()
-    chief = Chief(spec, tuner.oracle, address=role.address)
+    chief = Chief(spec, tuner.oracle, address=role.address, security=security)
     with ExitStack() as stack:  # metrics and status stay up until the chief exits
         _serve_chief_observability(spec, chief, role.oracle_ip, ports, stack)
         return _serve_chief(spec, chief, tuner, resumed)
@@ -176,7 +180,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     linger = _env_seconds(METRICS_LINGER_ENV, 0.0) if metrics_port else 0.0
     _quiet_tensorflow()
     from tuner_service import compat
-    from tuner_service.client import ChiefUnreachable, SearchFailed, SearchFinished
+    from tuner_service.client import ChiefUnreachable, NotAuthorized, SearchFailed, SearchFinished
     from tuner_service.worker import Role, Worker
 
     compat.check_version()
@@ -202,6 +206,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except SearchFailed as err:
         print(f"worker {role.tuner_id}: the chief ended the search: {err}", file=sys.stderr)
         return EXIT_FAILED
+    except NotAuthorized as err:  # a wrong or missing token: the environment is wrong
+        print(f"worker {role.tuner_id}: refused by the chief: {err}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -432,6 +439,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         ("tuner_service.data", "DataError"),
         ("tuner_service.experiment", "ExperimentError"),
         ("tuner_service.report", "ReportError"),
+        ("tuner_service.auth", "SecurityConfigError"),
     ):
         mod = sys.modules.get(module)
         if mod is not None:
