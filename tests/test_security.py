@@ -3,14 +3,13 @@
 For the Oracle service and the status service alike: no token, a wrong token, the right one and a
 rotated (second) one; TLS with the right CA, a wrong CA and plaintext against the TLS port; the
 health service open without a token; an unmodified keras-tuner worker refused with the reason.
-The certificates are a throwaway CA made with the ``openssl`` command for this module.
+The certificates come from a throwaway CA (tests/fixtures/pki.py, the ``openssl`` command).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import keras_tuner
 import numpy as np
 import pytest
 from conftest import REPO
+from fixtures.pki import Pki, make_pki
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.sleepy import SleepyHyperModel
@@ -54,48 +54,9 @@ DEADLINE = 10.0  # seconds for any call on loopback
 
 
 # -- a throwaway CA ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    cert: Path
-    key: Path
-    other_ca: Path  # a CA that did not sign the server's certificate
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _make_ca(folder: Path, name: str) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "1", "-subj", f"/CN={name}",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
-        cwd=folder,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make a throwaway CA")
-    folder = tmp_path_factory.mktemp("pki")
-    _make_ca(folder, "ca")
-    _make_ca(folder, "other-ca")
-    (folder / "server.ext").write_text(
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-    )
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=chief",
-        cwd=folder,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial", "2",
-        "-days", "1", "-out", "tls.crt", "-extfile", "server.ext",
-        cwd=folder,
-    )  # fmt: skip
-    return Pki(folder / "ca.crt", folder / "tls.crt", folder / "tls.key", folder / "other-ca.crt")
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 # -- the two servers, each with its security -------------------------------------------------------
