@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -37,14 +38,18 @@ from tuner_service.auth import (
     SecurityConfigError,
     ServerSecurity,
 )
+from tuner_service.chief.chief import Chief
 from tuner_service.chief.ledger import STATE_FILE, Ledger
 from tuner_service.chief.server import make_server
 from tuner_service.chief.servicer import OracleServicer
 from tuner_service.client import NotAuthorized, ServiceOracleClient
+from tuner_service.spec import validate
+from tuner_service.status import endpoints
 from tuner_service.status._generated import status_pb2 as status_pb
 from tuner_service.status._generated import status_pb2_grpc as status_grpc
 from tuner_service.status.client import StatusClient, StatusUnavailable
 from tuner_service.status.server import make_status_server
+from tuner_service.tuners import build_oracle, build_tuner
 
 pb2 = compat.service_pb2()
 TOKEN = "current-token-Zq8v"
@@ -328,3 +333,91 @@ def test_a_stock_keras_tuner_worker_is_refused_with_the_reason(serve, tmp_path, 
         tuner.search(x, x, validation_data=(x, x), epochs=1, verbose=0)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert err.value.details().startswith("missing bearer token: this chief requires")
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(serve, pki, tmp_path):
+    """cert-manager renews the Secret in place: the next handshake gets the new certificate."""
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(pki.cert, live / "tls.crt")
+    shutil.copy(pki.key, live / "tls.key")
+    env = {TOKEN_ENV: TOKEN, TLS_CERT_ENV: str(live / "tls.crt"), TLS_KEY_ENV: str(live / "tls.key")}
+    served = serve("status", ServerSecurity.from_env(env))
+    assert _call(served, ClientSecurity(token=TOKEN, ca=pki.ca)) is None
+    renewed = make_pki(tmp_path / "renewed")  # another CA's certificate
+    shutil.copy(renewed.key, live / "tls.key.new")
+    shutil.copy(renewed.cert, live / "tls.crt.new")
+    (live / "tls.key.new").replace(live / "tls.key")
+    (live / "tls.crt.new").replace(live / "tls.crt")
+    deadline = time.monotonic() + 10
+    while _call(served, ClientSecurity(token=TOKEN, ca=renewed.ca)) is not None:
+        assert time.monotonic() < deadline, "the renewed certificate was never served"
+        time.sleep(0.1)
+
+
+def test_bad_tls_settings_stop_the_chief_with_exit_2_before_anything_loads(pki, tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: tls-check\nmodel: mlp\ndirectory: {tmp_path / 'studies'}\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "KERASTUNER_ORACLE_PORT": "1",
+        TLS_CERT_ENV: str(pki.cert),
+        TLS_KEY_ENV: str(tmp_path / "no.key"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuner_service", "chief", "-c", str(study)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"{TLS_KEY_ENV}=" in proc.stderr and "cannot read it" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "studies").exists()  # nothing written
+
+
+def test_the_token_never_reaches_the_shared_storage_or_the_log(tmp_path, monkeypatch, caplog):
+    """A whole (tiny) search with auth on: the chief's files and log lines never hold a token."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    spec = validate(
+        {
+            "name": "secret-free",
+            "model": "bench.sleepy:SleepyHyperModel",
+            "tuner": {"type": "random"},
+            "max_trials": 2,
+            "directory": str(tmp_path / "studies"),
+            "metrics_port": 0,
+            "status_port": 0,
+        }
+    )
+    tuner = build_tuner(spec, SleepyHyperModel())
+    tuner.save()
+    chief = Chief(spec, tuner.oracle, address="127.0.0.1:0", linger=5.0, security=_auth(tmp_path))
+    status = make_status_server(chief.ledger, "127.0.0.1:0", security=chief.security).start()
+    endpoints.write(spec.project_dir, "127.0.0.1", status_port=status.port)
+    chief.start()
+    client = ServiceOracleClient(
+        build_oracle(spec), f"127.0.0.1:{chief.port}", "worker-0", security=ClientSecurity(token=TOKEN)
+    )
+    for _ in range(2):
+        trial = client.create_trial("worker-0")
+        client.report_progress(trial.trial_id, {"val_accuracy": 0.5}, step=0)
+        client.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = "COMPLETED"
+        client.end_trial(trial)
+    assert client.create_trial("worker-0").status == "STOPPED"
+    with StatusClient(f"127.0.0.1:{status.port}", security=ClientSecurity(token=ROTATED)) as sc:
+        answer = str(sc.status()) + str(sc.trials())
+    client.close()
+    chief.shutdown(chief.wait())
+    status.close()
+    assert "COMPLETED" in answer and TOKEN not in answer and ROTATED not in answer
+    files = [p for p in spec.project_dir.rglob("*") if p.is_file()]
+    assert {"service_state.json", "oracle.json", "endpoints.json"} <= {p.name for p in files}
+    for path in files:
+        data = path.read_bytes()
+        assert TOKEN.encode() not in data and ROTATED.encode() not in data, path
+    assert TOKEN not in caplog.text and ROTATED not in caplog.text
