@@ -31,6 +31,9 @@ from tuner_service import compat
 from tuner_service.auth import (
     TLS_CA_ENV,
     TLS_CERT_ENV,
+    TLS_CLIENT_CA_ENV,
+    TLS_CLIENT_CERT_ENV,
+    TLS_CLIENT_KEY_ENV,
     TLS_KEY_ENV,
     TOKEN_ENV,
     TOKENS_FILE_ENV,
@@ -236,6 +239,22 @@ def test_plaintext_against_the_tls_port_fails(service, serve, pki, tmp_path):
     assert err is not None and err.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def test_mutual_tls_requires_a_client_certificate_signed_by_the_client_ca(serve, pki, tmp_path):
+    env = {TLS_CERT_ENV: str(pki.cert), TLS_KEY_ENV: str(pki.key), TLS_CLIENT_CA_ENV: str(pki.ca)}
+    served = serve("oracle", ServerSecurity.from_env(env))
+    assert _call(served, ClientSecurity(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)) is None
+    err = _call(served, ClientSecurity(ca=pki.ca))  # no client certificate
+    assert err is not None and err.code() == grpc.StatusCode.UNAVAILABLE
+    from_env = ClientSecurity.from_env(
+        {
+            TLS_CA_ENV: str(pki.ca),
+            TLS_CLIENT_CERT_ENV: str(pki.client_cert),
+            TLS_CLIENT_KEY_ENV: str(pki.client_key),
+        }
+    )
+    assert _call(served, from_env) is None
+
+
 def test_the_server_name_can_differ_from_the_dialled_host(serve, pki, tmp_path):
     """After a port-forward the CLI dials localhost; the certificate names the Service."""
     served = serve("status", _tls(pki, tmp_path))
@@ -251,6 +270,8 @@ def test_bad_tls_settings_are_one_clear_error(pki, tmp_path):
         ServerSecurity.from_env({TLS_CERT_ENV: str(pki.cert)})
     with pytest.raises(SecurityConfigError, match=f"{TLS_KEY_ENV}=.*cannot read it"):
         ServerSecurity.from_env({TLS_CERT_ENV: str(pki.cert), TLS_KEY_ENV: str(tmp_path / "missing.key")})
+    with pytest.raises(SecurityConfigError, match=f"{TLS_CLIENT_CA_ENV} needs TLS"):
+        ServerSecurity.from_env({TLS_CLIENT_CA_ENV: str(pki.ca)})
     (tmp_path / "junk.crt").write_text("not a certificate")
     with pytest.raises(SecurityConfigError, match=f"{TLS_CERT_ENV}=.*not a PEM file"):
         ServerSecurity.from_env({TLS_CERT_ENV: str(tmp_path / "junk.crt"), TLS_KEY_ENV: str(pki.key)})

@@ -6,20 +6,19 @@ gives our worker and the status CLI a channel (TLS when a CA is configured) and 
 send. Everything comes from the environment, never from arguments (``ps`` shows those) and never
 from the shared storage:
 
-=================================  ===========================================================
-``TUNER_SERVICE_AUTH_TOKEN``       the token a client sends; the chief accepts it too
-``TUNER_SERVICE_AUTH_TOKENS_FILE`` further tokens the chief accepts, one per line (``#``
-                                   comments); several files separated by ``:``. Re-read when a
-                                   file changes (a mounted Secret being rotated). Setting it
-                                   turns auth on even while the files are missing or empty:
-                                   then every call is refused (fail closed, never open).
-``TUNER_SERVICE_TLS_CERT``/``_KEY`` the chief serves TLS with this certificate chain and key
-                                   (PEM; cert-manager's ``tls.crt`` / ``tls.key``)
-``TUNER_SERVICE_TLS_CA``           clients verify the chief's certificate against this CA
-                                   (cert-manager's ``ca.crt``) and dial with TLS
-``TUNER_SERVICE_TLS_SERVER_NAME``  clients expect this name in the certificate instead of the
-                                   host they dial (e.g. ``localhost`` after a port-forward)
-=================================  ===========================================================
+- ``TUNER_SERVICE_AUTH_TOKEN``: the token a client sends; the chief accepts it.
+- ``TUNER_SERVICE_AUTH_TOKENS_FILE``: tokens the chief accepts, one per line (``#`` comments),
+  several files separated by ``:``, re-read when a file changes (a mounted Secret being
+  rotated); a client without ``TUNER_SERVICE_AUTH_TOKEN`` sends the first one. Setting it turns
+  auth on even while the files are missing or empty: then every call is refused (closed, never
+  open).
+- ``TUNER_SERVICE_TLS_CERT``, ``TUNER_SERVICE_TLS_KEY``: the chief serves TLS with this chain
+  and key (PEM; cert-manager's ``tls.crt`` and ``tls.key``), re-read when they change.
+- ``TUNER_SERVICE_TLS_CA``: clients dial with TLS and verify the chief against this CA
+  (cert-manager's ``ca.crt``); ``TUNER_SERVICE_TLS_SERVER_NAME``: the name they expect in the
+  certificate when it is not the host they dial (e.g. ``localhost`` after a port-forward).
+- Optional mutual TLS: ``TUNER_SERVICE_TLS_CLIENT_CA`` makes the chief require client
+  certificates signed by it; clients present ``TUNER_SERVICE_TLS_CLIENT_CERT`` and ``_KEY``.
 
 The gRPC health service stays open without a token: the kubelet's probes cannot send one.
 
@@ -53,6 +52,9 @@ TLS_CERT_ENV = "TUNER_SERVICE_TLS_CERT"
 TLS_KEY_ENV = "TUNER_SERVICE_TLS_KEY"
 TLS_CA_ENV = "TUNER_SERVICE_TLS_CA"
 TLS_SERVER_NAME_ENV = "TUNER_SERVICE_TLS_SERVER_NAME"
+TLS_CLIENT_CA_ENV = "TUNER_SERVICE_TLS_CLIENT_CA"
+TLS_CLIENT_CERT_ENV = "TUNER_SERVICE_TLS_CLIENT_CERT"
+TLS_CLIENT_KEY_ENV = "TUNER_SERVICE_TLS_CLIENT_KEY"
 
 AUTHORIZATION = "authorization"  # gRPC metadata keys are lower case
 SCHEME = "Bearer "
@@ -214,6 +216,7 @@ class TlsFiles:
 
     cert: Path
     key: Path
+    client_ca: Path | None = None  # mutual TLS: clients must present a certificate it signed
 
     def read(self) -> tuple[bytes, bytes]:
         """(key, certificate chain), as gRPC wants them."""
@@ -230,7 +233,7 @@ class TlsFiles:
             if now == stamps[0]:
                 return None  # unchanged: keep the current one
             try:
-                config = grpc.ssl_server_certificate_configuration([self.read()])
+                config = grpc.ssl_server_certificate_configuration([self.read()], client_ca)
             except SecurityConfigError as err:
                 log.warning("%s; keeping the certificate loaded before", err)
                 return None
@@ -238,8 +241,11 @@ class TlsFiles:
             log.info("TLS certificate reloaded from %s", self.cert)
             return config
 
-        initial = grpc.ssl_server_certificate_configuration([(key, chain)])
-        return grpc.dynamic_ssl_server_credentials(initial, fetch)
+        client_ca = _read(self.client_ca, TLS_CLIENT_CA_ENV) if self.client_ca else None
+        initial = grpc.ssl_server_certificate_configuration([(key, chain)], client_ca)
+        return grpc.dynamic_ssl_server_credentials(
+            initial, fetch, require_client_authentication=client_ca is not None
+        )
 
 
 def _read(path: Path, env: str) -> bytes:
@@ -268,9 +274,14 @@ class ServerSecurity:
         cert, key = environ.get(TLS_CERT_ENV, ""), environ.get(TLS_KEY_ENV, "")
         if bool(cert) != bool(key):
             raise SecurityConfigError(f"set both {TLS_CERT_ENV} and {TLS_KEY_ENV} (or neither)")
-        tls = TlsFiles(Path(cert), Path(key)) if cert else None
+        client_ca = environ.get(TLS_CLIENT_CA_ENV, "")
+        if client_ca and not cert:
+            raise SecurityConfigError(f"{TLS_CLIENT_CA_ENV} needs TLS: set {TLS_CERT_ENV} and {TLS_KEY_ENV}")
+        tls = TlsFiles(Path(cert), Path(key), Path(client_ca) if client_ca else None) if cert else None
         if tls is not None:
             tls.read()  # unreadable or not PEM: fail now, with the variable's name
+            if tls.client_ca:
+                _read(tls.client_ca, TLS_CLIENT_CA_ENV)
         security = cls(tokens, tls)
         if tokens is not None and tls is None:
             log.warning(
@@ -302,13 +313,23 @@ class ClientSecurity:
     token: str | None = None
     ca: Path | None = None
     server_name: str | None = None
+    cert: Path | None = None  # mutual TLS: the client certificate and key to present
+    key: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientSecurity:
         env = os.environ if environ is None else environ
         token = env.get(TOKEN_ENV, "").strip() or _first_token(_split_paths(env.get(TOKENS_FILE_ENV, "")))
-        ca = env.get(TLS_CA_ENV, "")
-        return cls(token or None, Path(ca) if ca else None, env.get(TLS_SERVER_NAME_ENV) or None)
+        ca, cert, key = (env.get(name, "") for name in (TLS_CA_ENV, TLS_CLIENT_CERT_ENV, TLS_CLIENT_KEY_ENV))
+        if bool(cert) != bool(key):
+            raise SecurityConfigError(f"set both {TLS_CLIENT_CERT_ENV} and {TLS_CLIENT_KEY_ENV} (or neither)")
+        return cls(
+            token or None,
+            Path(ca) if ca else None,
+            env.get(TLS_SERVER_NAME_ENV) or None,
+            Path(cert) if cert else None,
+            Path(key) if key else None,
+        )
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -318,7 +339,12 @@ class ClientSecurity:
         """A channel to ``address``: TLS verified against the CA when one is set, else plaintext."""
         if self.ca is None:
             return grpc.insecure_channel(address, options=list(options))
-        credentials = grpc.ssl_channel_credentials(root_certificates=_read(self.ca, TLS_CA_ENV))
+        pair = (
+            (_read(self.key, TLS_CLIENT_KEY_ENV), _read(self.cert, TLS_CLIENT_CERT_ENV))
+            if self.cert and self.key
+            else (None, None)
+        )
+        credentials = grpc.ssl_channel_credentials(_read(self.ca, TLS_CA_ENV), *pair)
         opts = list(options)
         if self.server_name:
             opts.append(("grpc.ssl_target_name_override", self.server_name))
