@@ -166,6 +166,14 @@ def test_the_current_and_the_rotated_token_are_both_accepted(service, token, ser
     assert _call(serve(service, _auth(tmp_path)), ClientSecurity(token=token)) is None
 
 
+def test_the_event_stream_is_refused_without_a_token_too(serve, tmp_path):
+    """A server-streaming call takes the same check as the unary ones."""
+    served = serve("status", _auth(tmp_path))
+    with StatusClient(f"127.0.0.1:{served.port}", timeout=5, security=ClientSecurity()) as client:
+        with pytest.raises(StatusUnavailable, match="UNAUTHENTICATED: missing bearer token"):
+            next(iter(client.events()))
+
+
 def test_a_malformed_authorization_header_is_refused_as_such(serve, tmp_path):
     served = serve("oracle", _auth(tmp_path))
     channel = grpc.insecure_channel(f"127.0.0.1:{served.port}")

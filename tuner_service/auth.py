@@ -101,7 +101,7 @@ class TokenSet:
         self.files = tuple(files)
         self._clock = clock
         self._lock = threading.Lock()
-        self._stamps: tuple[float | None, ...] = ()
+        self._stamps: tuple[tuple[int, int, int] | None, ...] = ()
         self._from_files: tuple[bytes, ...] = ()
         self._checked = float("-inf")
         self._reload(force=True)
@@ -115,7 +115,7 @@ class TokenSet:
             return
         with self._lock:
             self._checked = now
-            stamps = tuple(_mtime(p) for p in self.files)
+            stamps = tuple(_stamp(p) for p in self.files)
             if stamps == self._stamps and not force:
                 return
             tokens: list[bytes] = []
@@ -155,11 +155,13 @@ class TokenSet:
         return None
 
 
-def _mtime(path: Path) -> float | None:
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced (the kubelet swaps a Secret's files by rename)."""
     try:
-        return path.stat().st_mtime_ns / 1e9
+        st = path.stat()
     except OSError:
         return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
 
 
 def _names(paths: Iterable[Path]) -> str:
@@ -226,10 +228,10 @@ class TlsFiles:
         """Credentials that pick up a renewed certificate (cert-manager rotates the Secret's files)
         on the next handshake after the files change."""
         key, chain = self.read()
-        stamps = [(_mtime(self.cert), _mtime(self.key))]
+        stamps = [(_stamp(self.cert), _stamp(self.key))]
 
         def fetch() -> grpc.ServerCertificateConfiguration | None:
-            now = (_mtime(self.cert), _mtime(self.key))
+            now = (_stamp(self.cert), _stamp(self.key))
             if now == stamps[0]:
                 return None  # unchanged: keep the current one
             try:
