@@ -222,6 +222,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         ("tuner_service.data", "DataError"),
         ("tuner_service.experiment", "ExperimentError"),
         ("tuner_service.report", "ReportError"),
+        ("tuner_service.auth", "SecurityConfigError"),
     ):
         mod = sys.modules.get(module)
         if mod is not None:

@@ -12,7 +12,6 @@ report raises :class:`TrialFenced` (docs/fault-tolerance.md).
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import keras_tuner
 from keras_tuner.engine.trial import Trial, TrialStatus
 
 from tuner_service import compat, wire
+from tuner_service.auth import ClientSecurity
 
 log = logging.getLogger(__name__)
 pb2 = compat.service_pb2()
@@ -36,7 +36,6 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 500),
 ]
-AUTH_ENV = "TUNER_SERVICE_AUTH_TOKEN"
 
 
 # Both end the worker's search even when raised inside a trial (keras-tuner re-raises its
@@ -56,6 +55,10 @@ class SearchFailed(keras_tuner.errors.FatalError):
 
 class SearchFinished(keras_tuner.errors.FatalError):
     """The chief is gone and the shared storage says the search finished: nothing left to do."""
+
+
+class NotAuthorized(keras_tuner.errors.FatalError):
+    """The chief refused this worker's token (or its lack of one): retrying cannot help."""
 
 
 class TrialFenced(Exception):
@@ -94,11 +97,14 @@ class ServiceOracleClient:
         call_timeout: float = 60.0,
         idle_backoff: Backoff | None = None,
         search_state: Callable[[], dict[str, Any] | None] | None = None,
+        security: ClientSecurity | None = None,
     ):
         """``search_state`` reads the chief's saved state (``state``, ``message``) from the shared
         storage; while the chief is
         unreachable, a "finished" or "failed" search ends the wait at once (a worker pod started
-        or restarted after its search ended must not wait ``chief_deadline`` for nothing)."""
+        or restarted after its search ended must not wait ``chief_deadline`` for nothing).
+        ``security`` (default: from the environment) is the token to send and the CA that makes
+        the channel TLS (:mod:`tuner_service.auth`)."""
         self._oracle = oracle
         self.search_state = search_state
         self.tuner_id = tuner_id
@@ -108,13 +114,11 @@ class ServiceOracleClient:
         self.idle_backoff = idle_backoff or Backoff(0.05, 2.0)
         self.multi_worker = False
         self.should_report = True
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        security = security or ClientSecurity.from_env()
+        self._channel = security.channel(address, CHANNEL_OPTIONS)
         self.stub = compat.service_pb2_grpc().OracleStub(self._channel)
         self._answered = False  # has the chief answered a call yet (see _call)
-        token = os.environ.get(AUTH_ENV)
-        self._metadata: tuple[tuple[str, str | bytes], ...] = ((wire.TUNER_ID, tuner_id),)
-        if token:
-            self._metadata += (("authorization", f"Bearer {token}"),)
+        self._metadata: tuple[tuple[str, str | bytes], ...] = ((wire.TUNER_ID, tuner_id), *security.metadata)
 
     # keras-tuner reads these settings from the oracle it was given.
     @property
@@ -163,6 +167,8 @@ class ServiceOracleClient:
                     raise SearchFailed(err.details()) from None
                 if err.code() == grpc.StatusCode.ABORTED:
                     raise TrialFenced(err.details()) from None
+                if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    raise NotAuthorized(f"{err.code().name}: {err.details()}") from None
                 if err.code() not in RETRYABLE:
                     raise
                 self._raise_if_search_ended()
@@ -174,7 +180,13 @@ class ServiceOracleClient:
                     )
                     log.error("giving up: %s", message)
                     raise ChiefUnreachable(message) from None
-                log.warning("chief unreachable (%s); retrying for %.0fs more", err.code().name, remaining)
+                # The details tell a chief that is down from a TLS handshake that failed.
+                log.warning(
+                    "chief unreachable (%s: %s); retrying for %.0fs more",
+                    err.code().name,
+                    err.details(),
+                    remaining,
+                )
                 backoff.wait(limit=remaining)  # the last try lands on the deadline
 
     def _raise_if_search_ended(self) -> None:

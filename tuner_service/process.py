@@ -25,10 +25,19 @@ METRICS_PORT = "TUNER_SERVICE_METRICS_PORT"  # the process's /metrics port (0: o
 STATUS_PORT = "TUNER_SERVICE_STATUS_PORT"  # the chief's status API port (0: off)
 # Seconds a chief or worker keeps serving /metrics after its work, so a last scrape sees final values.
 METRICS_LINGER = "TUNER_SERVICE_METRICS_LINGER"
-AUTH_TOKEN = "TUNER_SERVICE_AUTH_TOKEN"  # bearer token for the chief's gRPC ports
-# The gRPC metadata that carries it: ``authorization: Bearer <token>``.
+# Security of the chief's gRPC ports (tuner_service/auth.py reads them; docs/security.md).
+AUTH_TOKEN = "TUNER_SERVICE_AUTH_TOKEN"  # the bearer token a client sends; the chief accepts it
+AUTH_TOKENS_FILE = "TUNER_SERVICE_AUTH_TOKENS_FILE"  # tokens the chief accepts, one per line
+TLS_CERT = "TUNER_SERVICE_TLS_CERT"  # the chief's certificate chain (cert-manager's tls.crt)
+TLS_KEY = "TUNER_SERVICE_TLS_KEY"  # ... and key (tls.key)
+TLS_CA = "TUNER_SERVICE_TLS_CA"  # clients verify the chief against this CA (ca.crt)
+TLS_SERVER_NAME = "TUNER_SERVICE_TLS_SERVER_NAME"  # the name clients expect in its certificate
+TLS_CLIENT_CA = "TUNER_SERVICE_TLS_CLIENT_CA"  # mutual TLS: the chief requires client certificates
+TLS_CLIENT_CERT = "TUNER_SERVICE_TLS_CLIENT_CERT"
+TLS_CLIENT_KEY = "TUNER_SERVICE_TLS_CLIENT_KEY"
+# The gRPC metadata that carries the token: ``authorization: Bearer <token>`` (keys are lower case).
 AUTH_METADATA = "authorization"
-AUTH_SCHEME = "Bearer"
+AUTH_SCHEME = "Bearer "
 
 # -- exit codes -----------------------------------------------------------------------------
 EXIT_OK = 0
@@ -43,11 +52,6 @@ class UsageError(Exception):
 
 class EnvError(UsageError):
     """The process environment does not describe a valid chief or worker."""
-
-
-def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """The call metadata that carries ``token`` (none without a token)."""
-    return ((AUTH_METADATA, f"{AUTH_SCHEME} {token}"),) if token else ()
 
 
 @dataclass(frozen=True)

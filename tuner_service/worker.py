@@ -117,7 +117,7 @@ class Worker:
 
 def run_worker(spec: StudySpec, environ: Mapping[str, str], *, chief_deadline: float | None = None) -> int:
     """The worker process (``tuner-service worker``): train trials until the search ends; exit code."""
-    from tuner_service.client import ChiefUnreachable, SearchFailed, SearchFinished
+    from tuner_service.client import ChiefUnreachable, NotAuthorized, SearchFailed, SearchFinished
 
     metrics_port = process.env_port(environ, process.METRICS_PORT, 0)  # pods and `run` set it; off by default
     linger = process.env_seconds(environ, process.METRICS_LINGER, 0.0) if metrics_port else 0.0
@@ -146,4 +146,7 @@ def run_worker(spec: StudySpec, environ: Mapping[str, str], *, chief_deadline: f
     except SearchFailed as err:
         print(f"worker {role.tuner_id}: the chief ended the search: {err}", file=sys.stderr)
         return process.EXIT_FAILED
+    except NotAuthorized as err:  # a wrong or missing token: the environment is wrong
+        print(f"worker {role.tuner_id}: refused by the chief: {err}", file=sys.stderr)
+        return process.EXIT_USAGE
     return process.EXIT_OK

@@ -177,7 +177,8 @@ def served(tmp_path: Path):
     oracle = _oracle(tmp_path, max_retries_per_trial=0)
     ledger = Ledger("p", 3)
     servicer = OracleServicer(oracle, ledger, lease_timeout=60)
-    server, _, port = make_server(servicer, "127.0.0.1:0")
+    built = make_server(servicer, "127.0.0.1:0")
+    server, port = built.server, built.port
     server.start()
     clients: list[ServiceOracleClient] = []
 

@@ -213,7 +213,9 @@ def test_chief_is_a_restartable_job_with_grpc_probes():
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert c_on[probe]["grpc"] == {"port": 8000}, probe
         assert "enabled" not in c_on[probe]
-    assert "TUNER_SERVICE_AUTH_TOKEN" not in env  # auth is off by default
+    # Auth and TLS are off by default (stock keras-tuner workers cannot send a token).
+    assert not {k for k in env if k.startswith(("TUNER_SERVICE_AUTH", "TUNER_SERVICE_TLS"))}
+    assert not {v["name"] for v in pod["volumes"]} & {"auth", "auth-accepted", "tls"}
 
 
 def test_service_targets_the_chief_ports():
@@ -391,24 +393,101 @@ def test_monitoring_preset():
     assert not kinds & CRD_KINDS
 
 
-def test_auth_and_user_code_preset():
+SECRETS_DIR = "/var/run/secrets/tuner-service"
+
+
+def _secret_volumes(spec) -> dict:
+    return {v["name"]: v["secret"] for v in spec["volumes"] if "secret" in v}
+
+
+def test_auth_and_tls_preset_mount_the_secrets_into_chief_and_workers():
     docs = render(*preset_args("auth"))
     [secret] = by_kind(docs, "Secret")
     assert secret["metadata"]["name"] == f"{FULLNAME}-auth"
+    assert set(secret["data"]) == {"token", "accepted-tokens"}
+    auth = f"{FULLNAME}-auth"
+    chief = job(docs, "chief")["spec"]["template"]["spec"]
+    worker = job(docs, "worker")["spec"]["template"]["spec"]
+    # The chief: the token and the rotated ones (optional key), its certificate, key and CA.
+    assert _secret_volumes(chief) == {
+        "auth": {"secretName": auth, "defaultMode": 0o440, "items": [{"key": "token", "path": "token"}]},
+        "auth-accepted": {
+            "secretName": auth,
+            "defaultMode": 0o440,
+            "optional": True,
+            "items": [{"key": "accepted-tokens", "path": "accepted-tokens"}],
+        },
+        "tls": {
+            "secretName": "chief-tls",
+            "defaultMode": 0o440,
+            "items": [
+                {"key": "tls.crt", "path": "tls.crt"},
+                {"key": "tls.key", "path": "tls.key"},
+                {"key": "ca.crt", "path": "ca.crt"},
+            ],
+        },
+    }
+    [c] = chief["containers"]
+    env = env_of(c)
+    assert env["TUNER_SERVICE_AUTH_TOKENS_FILE"] == (
+        f"{SECRETS_DIR}/auth/token:{SECRETS_DIR}/auth-accepted/accepted-tokens"
+    )
+    assert env["TUNER_SERVICE_TLS_CERT"] == f"{SECRETS_DIR}/tls/tls.crt"
+    assert env["TUNER_SERVICE_TLS_KEY"] == f"{SECRETS_DIR}/tls/tls.key"
+    assert env["TUNER_SERVICE_TLS_CA"] == f"{SECRETS_DIR}/tls/ca.crt"
+    # The kubelet's gRPC probe cannot speak TLS: a TCP check of the oracle port instead.
+    assert c["readinessProbe"]["tcpSocket"] == {"port": 8000} and "grpc" not in c["readinessProbe"]
+    # Workers: the token they send and the CA they verify with, never the chief's key.
+    assert _secret_volumes(worker) == {
+        "auth": {"secretName": auth, "defaultMode": 0o440, "items": [{"key": "token", "path": "token"}]},
+        "tls": {
+            "secretName": "chief-tls",
+            "defaultMode": 0o440,
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+        },
+    }
+    [w] = worker["containers"]
+    env = env_of(w)
+    assert env["TUNER_SERVICE_AUTH_TOKENS_FILE"] == f"{SECRETS_DIR}/auth/token"
+    assert env["TUNER_SERVICE_TLS_CA"] == f"{SECRETS_DIR}/tls/ca.crt"
+    assert "TUNER_SERVICE_TLS_KEY" not in env and "TUNER_SERVICE_TLS_CERT" not in env
     for name, spec in pod_specs(docs):
         [c] = spec["containers"]
-        env = env_of(c)
-        assert env["TUNER_SERVICE_AUTH_TOKEN"] == {
-            "secretKeyRef": {"name": f"{FULLNAME}-auth", "key": "token"}
-        }, name
-        assert env["PYTHONPATH"] == "/opt/tuner-service/user"
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        for volume in _secret_volumes(spec):
+            assert mounts[volume]["readOnly"] is True, (name, volume)
+            assert mounts[volume]["mountPath"].startswith(SECRETS_DIR + "/"), (name, volume)
+        # Secrets are files, never environment values or arguments.
+        assert not [e for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})], name
+        assert "ci-only" not in json.dumps(c), name
+        assert env_of(c)["PYTHONPATH"] == "/opt/tuner-service/user"
         vols = {v["name"]: v for v in spec["volumes"]}
         assert vols["user-code"]["configMap"]["name"] == "my-models"
-    # An existing Secret is used as is, and none is created.
-    docs = render("--set", "auth.enabled=true", "--set", "auth.existingSecret=my-token")
-    assert not by_kind(docs, "Secret")
-    env = env_of(job(docs, "worker")["spec"]["template"]["spec"]["containers"][0])
-    assert env["TUNER_SERVICE_AUTH_TOKEN"]["secretKeyRef"]["name"] == "my-token"
+
+
+def test_auth_with_an_existing_secret_and_tls_options():
+    docs = render(
+        "--set", "auth.enabled=true", "--set", "auth.existingSecret=my-token",
+        "--set", "auth.secretKey=current",
+        "--set", "tls.enabled=true", "--set", "tls.secretName=cm-tls", "--set", "tls.caKey=root.pem",
+        "--set", "tls.serverName=chief.example",
+    )  # fmt: skip
+    assert not by_kind(docs, "Secret")  # used as is, none created
+    for component in ("chief", "worker"):
+        spec = job(docs, component)["spec"]["template"]["spec"]
+        volumes = _secret_volumes(spec)
+        assert volumes["auth"]["secretName"] == "my-token"
+        assert volumes["auth"]["items"] == [{"key": "current", "path": "token"}]
+        assert volumes["tls"]["secretName"] == "cm-tls"
+        assert {"key": "root.pem", "path": "ca.crt"} in volumes["tls"]["items"]
+        assert env_of(spec["containers"][0])["TUNER_SERVICE_TLS_SERVER_NAME"] == "chief.example"
+    # TLS alone: no token anywhere; auth alone: the gRPC probe stays.
+    tls_only = render("--set", "tls.enabled=true", "--set", "tls.secretName=cm-tls")
+    chief = job(tls_only, "chief")["spec"]["template"]["spec"]
+    assert set(_secret_volumes(chief)) == {"tls"}
+    auth_only = render("--set", "auth.enabled=true")
+    c = job(auth_only, "chief")["spec"]["template"]["spec"]["containers"][0]
+    assert c["readinessProbe"]["grpc"] == {"port": 8000}  # health needs no token
 
 
 def test_notes_tell_how_to_watch_and_fetch_results():
@@ -419,6 +498,20 @@ def test_notes_tell_how_to_watch_and_fetch_results():
     assert "port-forward svc/mnist-tuner-service-chief 8001:8001" in notes
     assert "/data/studies/fashion-mnist-mlp/results.json" in notes
     assert 'mnist-tuner-service-client: "true"' in notes
+    assert "tuner-service status --chief localhost:8001" in notes
+    assert "TUNER_SERVICE_AUTH_TOKEN" not in notes  # auth is off by default
+    secured = run(
+        [helm, "install", "mnist", str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+         "--set", "auth.enabled=true", "--set", "tls.enabled=true", "--set", "tls.secretName=chief-tls"]
+    ).stdout.split("NOTES:", 1)[1]  # fmt: skip
+    assert "get secret mnist-tuner-service-auth -o jsonpath='{.data.token}' | base64 -d" in secured
+    assert "get secret chief-tls -o jsonpath='{.data.ca\\.crt}'" in secured
+    assert "TUNER_SERVICE_TLS_SERVER_NAME=mnist-tuner-service-chief.studies.svc.cluster.local" in secured
+    plaintext = run(
+        [helm, "install", "mnist", str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+         "--set", "auth.enabled=true"]
+    ).stdout  # fmt: skip
+    assert "the token travels in plaintext" in plaintext
 
 
 def test_every_value_is_commented():

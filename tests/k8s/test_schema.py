@@ -55,6 +55,8 @@ BAD_VALUES = [
     (["--set", "metrics.serviceMonitor.interval=often"], "at '/metrics/serviceMonitor/interval'"),
     (["--set", "service.type=ExternalName"], "at '/service/type'"),
     (["--set", "workers=4"], "additional properties 'workers' not allowed"),
+    (["--set", "tls.secret=x"], "at '/tls': additional properties 'secret' not allowed"),
+    (["--set", "auth.acceptedTokens[0]=two words"], "at '/auth/acceptedTokens/0'"),
 ]
 
 
@@ -77,6 +79,7 @@ TEMPLATE_CHECKS = [
         ["--set", "persistence.mountPath=/mnt"],
         "study.directory (/data/studies) must lie under persistence.mountPath (/mnt)",
     ),
+    (["--set", "tls.enabled=true"], "tls.secretName is required with tls.enabled"),
 ]
 
 

@@ -14,7 +14,7 @@ from .conftest import PRESETS, ROOT, preset_args, render_text, require_tool, run
 pytestmark = pytest.mark.k8s
 
 CONFIG = ROOT / "k8s" / "checkov.yaml"
-ARGUED_SKIPS = {"CKV_K8S_43", "CKV_K8S_38", "CKV_K8S_35", "CKV_DOCKER_2"}
+ARGUED_SKIPS = {"CKV_K8S_43", "CKV_K8S_38", "CKV_DOCKER_2"}
 
 
 def test_skips_are_few_and_argued():

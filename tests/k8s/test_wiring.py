@@ -3,12 +3,13 @@
 Takes the Jobs that `helm template` renders and runs each container's exact command, args and
 environment the way the kubelet would: env entries resolved in order (values, `$(VAR)`
 expansion, downward-API fieldRefs, secretKeyRefs), JOB_COMPLETION_INDEX added by the Indexed
-Job controller, every volume a temporary folder (the ConfigMap's keys as files, one folder per
-claim shared by all pods, one per emptyDir and pod), and the chief Service's DNS name mapped
-to 127.0.0.1. Paths under a mount point are mapped to its folder: that rewriting and the DNS
-mapping are the only liberties taken. The kubelet's gRPC health probe is replayed against the
-chief's oracle port. A tiny search (2 trials, 1 epoch, 400 images) must complete with
-results.json and best_model.keras on the shared claim.
+Job controller, every volume a temporary folder (the ConfigMap's and Secrets' keys as files, one
+folder per claim shared by all pods, one per emptyDir and pod), and the chief Service's DNS name
+mapped to 127.0.0.1. Paths under a mount point are mapped to its folder: that rewriting and the
+DNS mapping are the only liberties taken. Token auth and TLS are on (the chief's certificate in a
+cert-manager-style Secret): the kubelet's probe is replayed against the chief's oracle port, and
+a client without the token, or without TLS, is refused. A tiny search (2 trials, 1 epoch, 400
+images) must complete with results.json and best_model.keras on the shared claim.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures.pki import make_pki
 
 from .conftest import NAMESPACE, ROOT, by_kind, job, render
 
@@ -76,11 +78,29 @@ class Pod:
             return folder
         if "persistentVolumeClaim" in volume:
             return claims[volume["persistentVolumeClaim"]["claimName"]]
+        if "secret" in volume:
+            return self._materialise_secret(volume)
         if "emptyDir" in volume:
             folder = self.root / "volumes" / volume["name"]
             folder.mkdir(parents=True)
             return folder
         raise AssertionError(f"unsupported volume {volume}")
+
+    def _materialise_secret(self, volume) -> Path:
+        """The listed keys as files (mode as given); a missing key only when ``optional``."""
+        ref = volume["secret"]
+        found = [d for d in by_kind(self.docs, "Secret") if d["metadata"]["name"] == ref["secretName"]]
+        data = found[0].get("data", {}) if found else {}
+        folder = self.root / "volumes" / volume["name"]
+        folder.mkdir(parents=True)
+        for item in ref.get("items") or [{"key": k, "path": k} for k in data]:
+            if item["key"] not in data:
+                assert ref.get("optional"), f"Secret {ref['secretName']} has no key {item['key']}"
+                continue
+            path = folder / item["path"]
+            path.write_bytes(base64.b64decode(data[item["key"]]))
+            path.chmod(ref.get("defaultMode", 0o644))
+        return folder
 
     def _rewrite_config_files(self) -> None:
         for mount in self.container["volumeMounts"]:
@@ -141,7 +161,10 @@ class Pod:
     def start(
         self, shim_dir: Path, host_map: dict[str, str], own_ports: dict[str, str] | None = None
     ) -> subprocess.Popen:
-        env = {name: self.map_path(host_map.get(value, value)) for name, value in self.resolved_env().items()}
+        env = {
+            name: ":".join(self.map_path(part) for part in host_map.get(value, value).split(":"))
+            for name, value in self.resolved_env().items()
+        }
         # Pods have their own network namespaces; on one host, ports a pod listens on (its
         # metrics port) are moved to free ones, or the pods would collide on loopback.
         env.update(own_ports or {})
@@ -180,12 +203,40 @@ class Pod:
         return f"--- {self.name} (exit {self.proc.returncode}) argv={self.argv}\n" + "\n".join(lines[-n:])
 
 
-def grpc_health(port: int) -> str | None:
-    """What the kubelet's `grpc:` probe asks: grpc.health.v1.Health/Check for service ""."""
+def tcp_accepts(port: int) -> bool:
+    """What the kubelet's `tcpSocket:` probe asks: does the port accept a connection."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def oracle_call(port: int, ca: Path | None) -> str:
+    """The status code of a GetSpace without a token (over TLS when ``ca`` is given)."""
+    import grpc
+
+    from tuner_service import compat
+    from tuner_service.auth import ClientSecurity
+
+    with ClientSecurity(ca=ca).channel(f"127.0.0.1:{port}") as channel:
+        try:
+            stub = compat.service_pb2_grpc().OracleStub(channel)
+            stub.GetSpace(compat.service_pb2().GetSpaceRequest(), timeout=5)
+        except grpc.RpcError as err:
+            return err.code().name
+    return "OK"
+
+
+def grpc_health(port: int, ca: Path | None = None) -> str | None:
+    """grpc.health.v1.Health/Check for service "" (what the kubelet's `grpc:` probe asks), over
+    TLS verified with ``ca`` when given."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    from tuner_service.auth import ClientSecurity
+
+    with ClientSecurity(ca=ca).channel(f"127.0.0.1:{port}") as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=2
@@ -234,6 +285,7 @@ def test_rendered_pods_complete_a_tiny_search(tmp_path, shim_dir):
         # A pre-filled, read-only dataset cache claim: here, the shared Fashion-MNIST sample.
         "kerasHome": {"existingClaim": "keras-datasets"},
         "auth": {"enabled": True, "token": "wiring-test-token"},
+        "tls": {"enabled": True, "secretName": "wiring-tls"},
     }
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
@@ -241,6 +293,19 @@ def test_rendered_pods_complete_a_tiny_search(tmp_path, shim_dir):
 
     [svc] = by_kind(docs, "Service")
     service_dns = f"{svc['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
+    # The kubernetes.io/tls Secret a cert-manager Certificate would make for the chief Service
+    # (the IP because the Service name is mapped to loopback here).
+    pki = make_pki(tmp_path / "pki", (f"DNS:{service_dns}", "IP:127.0.0.1"))
+    files = {"tls.crt": pki.cert, "tls.key": pki.key, "ca.crt": pki.ca}
+    docs = [
+        *docs,
+        {
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": "wiring-tls"},
+            "data": {key: base64.b64encode(path.read_bytes()).decode() for key, path in files.items()},
+        },
+    ]
     claims = {
         pvc["metadata"]["name"]: tmp_path / "claims" / pvc["metadata"]["name"]
         for pvc in by_kind(docs, "PersistentVolumeClaim")
@@ -278,7 +343,10 @@ def test_rendered_pods_complete_a_tiny_search(tmp_path, shim_dir):
         assert env["KERASTUNER_ORACLE_IP"] == service_dns
         assert env["KERASTUNER_ORACLE_PORT"] == str(oracle_port)
         assert env["KERASTUNER_TUNER_ID"] == f"worker-{env['JOB_COMPLETION_INDEX']}"
-        assert env["TUNER_SERVICE_AUTH_TOKEN"] == "wiring-test-token"
+        assert w.map_path(env["TUNER_SERVICE_AUTH_TOKENS_FILE"]).endswith("/volumes/auth/token")
+        assert Path(w.map_path(env["TUNER_SERVICE_AUTH_TOKENS_FILE"])).read_text() == "wiring-test-token"
+        assert Path(w.map_path(env["TUNER_SERVICE_TLS_CA"])).read_bytes() == pki.ca.read_bytes()
+        assert not (w.volumes["tls"] / "tls.key").exists()  # the chief's key stays with the chief
     svc_ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
     assert svc_ports["grpc-oracle"] == oracle_port
 
@@ -287,13 +355,17 @@ def test_rendered_pods_complete_a_tiny_search(tmp_path, shim_dir):
         for pod in pods:  # no start order, as in a cluster: workers back off until the chief is up
             own = {"TUNER_SERVICE_METRICS_PORT": str(free_port())} if pod in workers else None
             pod.start(shim_dir, host_map, own)
-        probe = chief.container["readinessProbe"]["grpc"]["port"]
+        # With TLS the kubelet's probe is a TCP check (its gRPC probe speaks plaintext only).
+        probe = chief.container["readinessProbe"]["tcpSocket"]["port"]
         deadline = time.monotonic() + SEARCH_TIMEOUT
         health = None
         while time.monotonic() < deadline and chief.proc.poll() is None and health != "SERVING":
-            health = grpc_health(probe)
+            health = grpc_health(probe, pki.ca) if tcp_accepts(probe) else None
             time.sleep(0.5)
-        assert health == "SERVING" or chief.proc.returncode == 0, "chief never answered the gRPC probe"
+        assert health == "SERVING", "chief never served its health service over TLS"
+        # The chief the chart wires refuses a client without the token, and plaintext.
+        assert oracle_call(probe, pki.ca) == "UNAUTHENTICATED"
+        assert oracle_call(probe, None) == "UNAVAILABLE"
         while time.monotonic() < deadline and any(p.proc.poll() is None for p in pods):
             time.sleep(1)
         codes = {p.name: p.proc.returncode for p in pods}

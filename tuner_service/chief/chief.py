@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
-import grpc
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
 from tuner_service import checkpoints, compat
+from tuner_service.auth import ServerSecurity
 from tuner_service.chief.persistence import WriteBehind
-from tuner_service.chief.server import make_server, set_not_serving
+from tuner_service.chief.server import make_server
 from tuner_service.chief.servicer import OracleServicer
 from tuner_service.spec import StudySpec
 from tuner_service.stopping import build_early_stopping
@@ -51,7 +51,7 @@ class Chief:
         *,
         address: str,
         linger: float = 10.0,
-        interceptors: tuple[grpc.ServerInterceptor, ...] = (),
+        security: ServerSecurity | None = None,
     ):
         self.spec = spec
         self.oracle = oracle
@@ -71,7 +71,9 @@ class Chief:
         )
         self._resume()
         self.writer = WriteBehind(oracle, self.servicer.lock)  # after _resume: it writes directly
-        self.server, self.health, self.port = make_server(self.servicer, address, interceptors=interceptors)
+        self.security = security or ServerSecurity()  # the status server gets the same
+        self.grpc = make_server(self.servicer, address, security=self.security)
+        self.server, self.port = self.grpc.server, self.grpc.port
         self._stop_reason: str | None = None
         self._started = time.monotonic()
         self._served_one = False
@@ -111,7 +113,9 @@ class Chief:
     def start(self) -> None:
         self.server.start()
         self.ledger.set_state("running")
-        log.info("chief serving study %r on port %d", self.spec.name, self.port)
+        log.info(
+            "chief serving study %r on port %d (%s)", self.spec.name, self.port, self.security.describe()
+        )
 
     def request_stop(self, reason: str) -> None:
         """Thread- and signal-safe: ask :meth:`wait` to return."""
@@ -160,7 +164,7 @@ class Chief:
 
     def shutdown(self, outcome: Outcome) -> None:
         """Stop accepting work, persist the oracle and ledger, close the port."""
-        set_not_serving(self.health)
+        self.grpc.set_serving(False)
         self.oracle.save()
         self.writer.close()  # everything on disk before results are read or the pod ends
         if outcome.state != "interrupted":  # a restarted chief resumes interrupted trials

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tuner_service import process
+from tuner_service.auth import ServerSecurity
 from tuner_service.process import UsageError
 from tuner_service.spec import StudySpec
 from tuner_service.study import endpoints, files
@@ -37,6 +38,7 @@ class ChiefSettings:
     metrics_port: int
     status_port: int
     linger: float  # seconds /metrics keeps answering after the search, for a last scrape
+    security: ServerSecurity  # token auth and TLS of both gRPC ports
 
     @classmethod
     def from_env(cls, spec: StudySpec, environ: Mapping[str, str]) -> ChiefSettings:
@@ -45,6 +47,7 @@ class ChiefSettings:
             metrics_port=process.env_port(environ, process.METRICS_PORT, spec.metrics_port),
             status_port=process.env_port(environ, process.STATUS_PORT, spec.status_port),
             linger=process.env_seconds(environ, process.METRICS_LINGER, 0.0),
+            security=ServerSecurity.from_env(environ),
         )
 
 
@@ -64,7 +67,7 @@ def run_chief(spec: StudySpec, environ: Mapping[str, str]) -> int:
     resumed = (spec.project_dir / files.ORACLE).exists()
     tuner = build_tuner(spec, hypermodel)
     tuner.save()
-    chief = Chief(spec, tuner.oracle, address=settings.role.address)
+    chief = Chief(spec, tuner.oracle, address=settings.role.address, security=settings.security)
     with ExitStack() as stack:  # metrics and status stay up until the chief exits
         serve_observability(spec, chief, settings, stack)
         return _serve(spec, chief, tuner, resumed)
@@ -98,6 +101,7 @@ def serve_observability(spec: StudySpec, chief: Chief, settings: ChiefSettings, 
                 objective=spec.objective,
                 direction=direction,
                 history_path=spec.project_dir / files.HISTORY,
+                security=chief.security,  # the oracle port's auth and TLS
             ).start()
             stack.callback(status.close)
             bound["status_port"] = status.port

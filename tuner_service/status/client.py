@@ -13,16 +13,14 @@ Example::
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import grpc
 
+from tuner_service.auth import ClientSecurity
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status._generated import status_pb2_grpc as pb_grpc
-
-AUTH_ENV = "TUNER_SERVICE_AUTH_TOKEN"  # same bearer token as the workers send, when enabled
 
 
 class StatusUnavailable(Exception):
@@ -30,13 +28,15 @@ class StatusUnavailable(Exception):
 
 
 class StatusClient:
-    def __init__(self, address: str, *, timeout: float = 10.0):
+    def __init__(self, address: str, *, timeout: float = 10.0, security: ClientSecurity | None = None):
+        """``security`` (default: from the environment, as the workers) is the bearer token to
+        send and the CA that makes the channel TLS (:mod:`tuner_service.auth`)."""
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        security = security or ClientSecurity.from_env()
+        self._channel = security.channel(address)
         self._stub = pb_grpc.StatusStub(self._channel)
-        token = os.environ.get(AUTH_ENV)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._metadata = security.metadata or None
 
     def __enter__(self) -> StatusClient:
         return self

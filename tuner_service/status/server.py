@@ -1,14 +1,18 @@
-"""gRPC server factory for the status API (its own port, beside keras-tuner's Oracle service)."""
+"""The status API's server (its own port, beside keras-tuner's Oracle service).
+
+Built by the shared factory (:mod:`tuner_service.grpc_server`), like the Oracle server, so both
+ports get the same auth and TLS.
+"""
 
 from __future__ import annotations
 
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from tuner_service.auth import ServerSecurity
+from tuner_service.grpc_server import make_grpc_server
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status._generated import status_pb2_grpc as pb_grpc
 from tuner_service.status.events import EventHub
@@ -45,7 +49,7 @@ def make_status_server(
     direction: str = "",
     history_path: Path | None = None,
     max_workers: int = MAX_WORKERS,
-    interceptors: tuple[grpc.ServerInterceptor, ...] = (),
+    security: ServerSecurity | None = None,
 ) -> StatusServer:
     """Build (not start) the status server on ``address`` ("host:port", port 0 picks one).
 
@@ -54,19 +58,13 @@ def make_status_server(
     """
     hub = EventHub(ledger)
     history = TrialHistory(history_path).attach(ledger)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="status-rpc"),
-        interceptors=interceptors,
-        options=[("grpc.so_reuseport", 0)],
+    servicer = StatusServicer(ledger, hub, history, objective=objective, direction=direction)
+    built = make_grpc_server(
+        address,
+        lambda server: pb_grpc.add_StatusServicer_to_server(servicer, server),
+        services=(SERVICE_NAME,),
+        security=security or ServerSecurity(),
+        max_workers=max_workers,
+        thread_name_prefix="status-rpc",
     )
-    pb_grpc.add_StatusServicer_to_server(
-        StatusServicer(ledger, hub, history, objective=objective, direction=direction), server
-    )
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
-    return StatusServer(server, hub, port)
+    return StatusServer(built.server, hub, built.port)

@@ -168,6 +168,9 @@ Pod pieces shared by the chief and the workers
 {{- if eq (int .Values.chief.ports.oracle) (int .Values.chief.ports.status) }}
 {{- fail "chief.ports.oracle and chief.ports.status must differ" }}
 {{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
+{{- fail "tls.secretName is required with tls.enabled: a kubernetes.io/tls Secret (e.g. from a cert-manager Certificate) with tls.crt, tls.key and the CA" }}
+{{- end }}
 {{- end }}
 
 {{/* Environment common to every container. */}}
@@ -202,12 +205,96 @@ Pod pieces shared by the chief and the workers
   valueFrom:
     fieldRef:
       fieldPath: metadata.uid
-{{- if .Values.auth.enabled }}
-- name: TUNER_SERVICE_AUTH_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "tuner-service.authSecretName" . }}
-      key: {{ .Values.auth.secretKey }}
+{{- end }}
+
+{{/*
+Auth and TLS (docs/security.md): Secrets mounted as files, never in env or args. Include with
+(dict "ctx" $ "chief" true|false). The chief gets the token, the optional accepted tokens
+(rotation; re-read when the kubelet updates the mount), its certificate and key; a worker gets
+the token it sends and the CA it verifies the chief with, never the chief's key.
+*/}}
+{{- define "tuner-service.secretsDir" -}}
+/var/run/secrets/tuner-service
+{{- end }}
+
+{{- define "tuner-service.securityEnv" -}}
+{{- $v := .ctx.Values }}
+{{- $dir := include "tuner-service.secretsDir" .ctx }}
+{{- if $v.auth.enabled }}
+- name: TUNER_SERVICE_AUTH_TOKENS_FILE
+  value: {{ if .chief }}{{ printf "%s/auth/token:%s/auth-accepted/accepted-tokens" $dir $dir | quote }}{{ else }}{{ printf "%s/auth/token" $dir | quote }}{{ end }}
+{{- end }}
+{{- if $v.tls.enabled }}
+{{- if .chief }}
+- name: TUNER_SERVICE_TLS_CERT
+  value: {{ printf "%s/tls/tls.crt" $dir | quote }}
+- name: TUNER_SERVICE_TLS_KEY
+  value: {{ printf "%s/tls/tls.key" $dir | quote }}
+{{- end }}
+- name: TUNER_SERVICE_TLS_CA
+  value: {{ printf "%s/tls/ca.crt" $dir | quote }}
+{{- with $v.tls.serverName }}
+- name: TUNER_SERVICE_TLS_SERVER_NAME
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tuner-service.securityVolumeMounts" -}}
+{{- $v := .ctx.Values }}
+{{- $dir := include "tuner-service.secretsDir" .ctx }}
+{{- if $v.auth.enabled }}
+- name: auth
+  mountPath: {{ $dir }}/auth
+  readOnly: true
+{{- if .chief }}
+- name: auth-accepted
+  mountPath: {{ $dir }}/auth-accepted
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- if $v.tls.enabled }}
+- name: tls
+  mountPath: {{ $dir }}/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "tuner-service.securityVolumes" -}}
+{{- $v := .ctx.Values }}
+{{- if $v.auth.enabled }}
+- name: auth
+  secret:
+    secretName: {{ include "tuner-service.authSecretName" .ctx }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.auth.secretKey }}
+        path: token
+{{- if .chief }}
+- name: auth-accepted
+  secret:
+    secretName: {{ include "tuner-service.authSecretName" .ctx }}
+    defaultMode: 0440
+    optional: true
+    items:
+      - key: {{ $v.auth.acceptedTokensKey }}
+        path: accepted-tokens
+{{- end }}
+{{- end }}
+{{- if $v.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ $v.tls.secretName }}
+    defaultMode: 0440
+    items:
+      {{- if .chief }}
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      {{- end }}
+      - key: {{ $v.tls.caKey }}
+        path: ca.crt
 {{- end }}
 {{- end }}
 
