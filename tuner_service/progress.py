@@ -10,11 +10,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from tuner_service.fmt import number
 from tuner_service.spec import StudySpec
-
-
-def _fmt(score: Any) -> str:
-    return "-" if score is None else f"{score:.4f}"
 
 
 class Progress:
@@ -44,7 +41,7 @@ class Progress:
         return (
             f"{snap.get('state')}: trials {done}/{total} completed, "
             f"{counts.get('RUNNING', 0)} running, {counts.get('FAILED', 0)} failed; "
-            f"best {self.spec.objective} {_fmt(snap.get('best_score'))}"
+            f"best {self.spec.objective} {number(snap.get('best_score'))}"
         )
 
     def table(self, snap: dict[str, Any], procs: list[Any]) -> Group:

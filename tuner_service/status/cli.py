@@ -22,6 +22,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from tuner_service.fmt import number
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status.client import StatusClient, StatusUnavailable
 from tuner_service.status.servicer import FINAL_STATES, status_message, trials_message
@@ -155,14 +156,10 @@ class Source:
 
 
 # -- rendering ---------------------------------------------------------------------------------
-def _num(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def summary(s: pb.SearchStatus) -> str:
     done = s.counts.get("COMPLETED", 0)
     budget = str(s.max_trials) if s.max_trials else "?"
-    best = f"{_num(s.best.score)} (trial {s.best.trial_id})" if s.HasField("best") else "-"
+    best = f"{number(s.best.score)} (trial {s.best.trial_id})" if s.HasField("best") else "-"
     others = ", ".join(f"{n} {k.lower()}" for k, n in sorted(s.counts.items()) if k != "COMPLETED" and n)
     return (
         f"study {s.study}: {s.state}, trials {done}/{budget} completed"
@@ -203,7 +200,7 @@ def render(view: View, now: float | None = None, max_trials: int = MAX_TABLE_TRI
             t.status,
             t.tuner_id or "-",
             str(t.epochs),
-            _num(t.score if t.HasField("score") else None),
+            number(t.score if t.HasField("score") else None),
             f"{seconds:.1f}",
             str(t.attempts),
         )
