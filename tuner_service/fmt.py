@@ -10,6 +10,8 @@
 ('0.3', '1e-05', 'adam')
 >>> duration(42.4), duration(192), duration(3725)
 ('42 s', '3 min 12 s', '1 h 02 min')
+>>> age(417), age(3 * 86400)
+('6 min', '3 days')
 """
 
 from __future__ import annotations
@@ -66,3 +68,17 @@ def duration(seconds: Any) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def age(seconds: Any) -> str:
+    """How long ago, coarsely: '40 s', '7 min', '3 h', '2 days'."""
+    if not _known(seconds) or seconds < 0:
+        return MISSING
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 2 * 86400:
+        return f"{s // 3600} h"
+    return f"{s // 86400} days"
