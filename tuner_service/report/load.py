@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tuner_service.experiment import active_hyperparameters
 from tuner_service.spec import StudySpec
+from tuner_service.studies import live_state
 from tuner_service.study import files
 from tuner_service.study import history as history_file
 from tuner_service.study.files import read_json
@@ -49,7 +51,7 @@ class TrialView:
 class SearchView:
     spec: StudySpec
     trials: list[TrialView]
-    state: str = "unknown"  # finished | failed | interrupted | running | unknown
+    state: str = "unknown"  # finished | failed | interrupted | running | stopped | unknown
     partial: bool = False  # the search did not run to its end: the report shows what completed
     maximise: bool = True
     wall_seconds: float | None = None
@@ -141,9 +143,10 @@ def _wall_seconds(results: dict[str, Any], ledger: dict[str, Any]) -> tuple[floa
     return max(ends) - min(starts), "trials' wall time (first start to last end)"
 
 
-def _state(results: dict[str, Any], ledger: dict[str, Any]) -> tuple[str, bool]:
-    """(state, partial): results.json's word when the chief wrote one, else the ledger's."""
-    state = str(results.get("state") or ledger.get("state") or "unknown")
+def _state(project: Path, results: dict[str, Any], ledger: dict[str, Any]) -> tuple[str, bool]:
+    """(state, partial): results.json's word when the chief wrote one, else the ledger's (a
+    "running" ledger whose chief is gone reads "stopped")."""
+    state = str(results.get("state") or live_state(project, ledger.get("state")))
     partial = results.get("partial")
     if not isinstance(partial, bool):
         partial = state != "finished"
@@ -196,7 +199,7 @@ def load(spec: StudySpec) -> SearchView:
         tid = str(raw.get("trial_id"))
         trials.append(_trial(spec, raw, records.get(tid, {}), histories.get(tid, []), stopping))
     trials.sort(key=lambda t: (t.ended_at or math.inf, _int(t.trial_id)))
-    state, partial = _state(results, ledger)
+    state, partial = _state(study.root, results, ledger)
     wall_seconds, wall_label = _wall_seconds(results, ledger)
     return SearchView(
         spec=spec,
