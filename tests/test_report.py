@@ -127,8 +127,7 @@ def test_an_interrupted_search_is_reported_as_partial(tmp_path: Path):
     spec = _search(tmp_path, [0.6, 0.7, 0.65], state="interrupted")
     page = write_report(spec).read_text()
     md = (spec.project_dir / files.REPORT_MD).read_text()
-    assert '<p class="banner">PARTIAL: the search is interrupted' in page
-    assert "3 of 3 trials completed" in page
+    assert '<p class="banner">PARTIAL: the search was interrupted. 3 of 3 trials completed' in page
     assert "> **PARTIAL" in md
     assert "interrupted (partial)" in page
 
@@ -152,7 +151,7 @@ def test_early_stopping_shows_only_when_it_was_on_and_stopped_something(tmp_path
     from tuner_service.report import write_report
 
     page = write_report(spec).read_text()
-    assert "<td>early stopping</td><td>off</td>" in page and "<th>stopped early</th>" not in page
+    assert "<td>early stopping</td><td>off</td>" in page and "<td>stopped early</td>" not in page
 
     stopping = {"rule": "median", "stopped": {}, "history": {}}  # on, but nothing stopped
     files.write_json_atomic(spec.project_dir / files.EARLY_STOPPING, stopping)
@@ -163,7 +162,8 @@ def test_early_stopping_shows_only_when_it_was_on_and_stopped_something(tmp_path
     assert [t.trial_id for t in view.stopped_early] == ["3"]
     assert objective_legend(view)[:2] == ["trial", STOPPED_EARLY]
     page = write_report(spec).read_text()
-    assert "median: 1 trials stopped" in page and "<th>stopped early</th>" in page
+    assert "median: 1 trials stopped" in page
+    assert re.search(r"<tr><td>3</td><td>stopped early</td><td>0\.6200</td>", page)
 
 
 def test_one_diverged_trial_does_not_squash_the_objective_axis(tmp_path: Path):
@@ -320,7 +320,9 @@ def test_report_renders_from_a_real_search(tmp_path: Path):
     assert f"{100 * results['test_accuracy']:.2f} %" in page
     assert "PARTIAL" not in page
     md = (project / "report.md").read_text()
-    assert md.count("| COMPLETED |") + md.count("| **COMPLETED** |") == results["trials_completed"] == 3
+    rows = [line for line in md.splitlines() if re.match(r"\| (\*\*)?\d", line)]
+    assert len(rows) == results["trials_completed"] == 3
+    assert all(("COMPLETED" in r) != ("stopped early" in r) for r in rows)
 
 
 def test_learning_curves_come_from_the_chiefs_trial_history(tmp_path: Path):

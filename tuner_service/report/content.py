@@ -12,6 +12,13 @@ from tuner_service.report.stats import MIN_IMPORTANCE_TRIALS, Importance
 
 MAX_HP_COLUMNS = 10  # beyond this the trials table lists hyperparameters in one column
 BEST_MARK = "★"
+STOPPED_EARLY = "stopped early"  # a trial's status when the stopping rule ended it (keras-tuner: COMPLETED)
+STATE_PHRASE = {
+    "running": "is still running",
+    "interrupted": "was interrupted",
+    "failed": "failed",
+    "stopped": "stopped without finishing (its chief is gone)",
+}
 
 
 @dataclass
@@ -67,8 +74,9 @@ def build(view: SearchView, importance: Importance | None) -> Report:
     banners = []
     if view.partial:
         banners.append(
-            f"PARTIAL: the search is {view.state}, not finished. {len(view.completed)} of "
-            f"{spec.max_trials} trials completed; everything below describes those only."
+            f"PARTIAL: the search {STATE_PHRASE.get(view.state, 'has not finished')}. "
+            f"{len(view.completed)} of {spec.max_trials} trials completed; everything below describes "
+            "those only."
         )
     sections = [
         _verdict(view),
@@ -161,9 +169,12 @@ def _verdict(view: SearchView) -> Section:
         if finite(tuned_metrics.get(m)) or finite(base_metrics.get(m))
     ]
     rows = []
+    cmp = results.get("comparison") if isinstance(results.get("comparison"), dict) else {}
     for m in sorted(metrics, key=lambda m: (m != "accuracy", m)):
         b, t = base_metrics.get(m), tuned_metrics.get(m)
         diff = t - b if finite(t) and finite(b) else None
+        if m == cmp.get("metric") and finite(cmp.get("difference")):
+            diff = cmp["difference"]  # the paired test's own number, so table and verdict agree
         rows.append([f"test {m}", _metric(m, b), _metric(m, t), _difference(m, diff)])
     val_b, val_t = baseline.get("val_accuracy"), results.get("best_val_score")
     if finite(val_b) or finite(val_t):
@@ -186,7 +197,7 @@ def _verdict(view: SearchView) -> Section:
             ]
         )
     notes = ["The test set is used only after the search has chosen, by validation score."]
-    callout = _callout(results.get("comparison"))
+    callout = _callout(cmp)
     if not rows:
         notes = [
             "No baseline or test numbers yet: run `tuner-service experiment`, "
@@ -275,9 +286,6 @@ def _trials(view: SearchView) -> Section:
     names = sorted({k for t in view.trials for k in t.hyperparameters})
     wide = len(names) <= MAX_HP_COLUMNS
     header = ["trial", "status", view.spec.objective, "epochs", "seconds", "worker"]
-    early = view.stopping is not None
-    if early:
-        header.append("stopped early")
     header += names if wide else ["hyperparameters"]
     rows, marked = [], set()
     ordered = view.ranked() + [t for t in view.trials if t not in view.completed]
@@ -287,14 +295,12 @@ def _trials(view: SearchView) -> Section:
             marked.add(i)
         row = [
             f"{t.trial_id} {BEST_MARK} best" if mark else t.trial_id,
-            t.status,
+            STOPPED_EARLY if t.stopped_early else t.status,
             fmt.number(t.score),
             str(t.epochs or fmt.MISSING),
             fmt.number(t.seconds, 1),
             t.worker or fmt.MISSING,
         ]
-        if early:
-            row.append("yes" if t.stopped_early else "")
         if wide:
             row += [fmt.value(t.hyperparameters[n]) if n in t.hyperparameters else "" for n in names]
         else:

@@ -156,10 +156,13 @@ def plot_curves(view: SearchView) -> bytes | None:
         )
     limits = stats.robust_limits(values)
     ax.set_ylim(limits.lo, limits.hi)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_xlabel("epoch")
     ax.set_ylabel(objective)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _png(fig)
 
 
