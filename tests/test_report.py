@@ -125,11 +125,14 @@ def test_an_interrupted_search_is_reported_as_partial(tmp_path: Path):
     from tuner_service.report import write_report
 
     spec = _search(tmp_path, [0.6, 0.7, 0.65], state="interrupted")
+    _write_trial(spec.project_dir, "3", {"optimizer": "sgd", "units": 50}, [], status="RUNNING")
     page = write_report(spec).read_text()
     md = (spec.project_dir / files.REPORT_MD).read_text()
     assert '<p class="banner">PARTIAL: the search was interrupted. 3 of 3 trials completed' in page
     assert "> **PARTIAL" in md
     assert "interrupted (partial)" in page
+    assert "<tr><td>3</td><td>UNFINISHED</td>" in page  # it was running when the search ended
+    assert "No test numbers: the chief retrains and tests the best trial when the search ends." in page
 
 
 def test_a_finished_search_is_not_partial_and_results_json_decides(tmp_path: Path):

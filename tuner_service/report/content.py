@@ -67,7 +67,7 @@ def build(view: SearchView, importance: Importance | None) -> Report:
             f"{spec.tuner.type} search",
             f"{spec.objective} ({'higher' if view.maximise else 'lower'} is better)",
             f"{len(view.completed)} of {spec.max_trials} trials completed",
-            f"wall time {fmt.duration(view.wall_seconds)}",
+            f"{view.wall_label.split(' (')[0]} {fmt.duration(view.wall_seconds)}",
             view.state,
         ]
     )
@@ -78,10 +78,12 @@ def build(view: SearchView, importance: Importance | None) -> Report:
             f"{len(view.completed)} of {spec.max_trials} trials completed; everything below describes "
             "those only."
         )
+    verdict = _verdict(view)
     sections = [
-        _verdict(view),
+        verdict if verdict.table else None,  # first when there is one, else a note further down
         _summary(view),
         _best(view),
+        None if verdict.table else verdict,
         Section(
             "Objective per trial and best so far", image="objective" if "objective" in view.images else None
         ),
@@ -200,7 +202,9 @@ def _verdict(view: SearchView) -> Section:
     callout = _callout(cmp)
     if not rows:
         notes = [
-            "No baseline or test numbers yet: run `tuner-service experiment`, "
+            "No test numbers: the chief retrains and tests the best trial when the search ends."
+            if view.partial
+            else "No baseline or test numbers yet: run `tuner-service experiment`, "
             "or a search with baseline and retrain_best on."
         ]
     elif callout is None and metrics:

@@ -21,6 +21,7 @@ from tuner_service.study import history as history_file
 from tuner_service.study.files import read_json
 
 Curve = list[tuple[int, float]]  # [(epoch, value)]
+UNFINISHED = "UNFINISHED"  # the status shown for a trial that was running when the search ended
 
 
 class ReportError(Exception):
@@ -200,6 +201,10 @@ def load(spec: StudySpec) -> SearchView:
         trials.append(_trial(spec, raw, records.get(tid, {}), histories.get(tid, []), stopping))
     trials.sort(key=lambda t: (t.ended_at or math.inf, _int(t.trial_id)))
     state, partial = _state(study.root, results, ledger)
+    if state != "running":  # a trial still "RUNNING" in a search that has ended never finished
+        for t in trials:
+            if t.status in ("RUNNING", "IDLE"):
+                t.status = UNFINISHED
     wall_seconds, wall_label = _wall_seconds(results, ledger)
     return SearchView(
         spec=spec,
