@@ -114,6 +114,16 @@ def test_report_without_per_epoch_history_says_so(tmp_path: Path):
     assert "No per-epoch history recorded" in page
 
 
+def test_report_with_no_completed_trial_says_so(tmp_path: Path):
+    from tuner_service.report import write_report
+
+    spec = spec_module.load(tiny_study(tmp_path))
+    _write_trial(spec.project_dir, "0", {"optimizer": "adam", "units": 100}, [], status="FAILED")
+    page = write_report(spec).read_text()  # no ledger either: a stock keras-tuner directory
+    assert "No trial has completed yet." in page and _images(page) == 0
+    assert "PARTIAL" not in page and "<td>trials</td><td>0 completed of max_trials 2; 1 failed</td>" in page
+
+
 def test_report_of_nothing_exits_2_with_one_line(tmp_path: Path):
     proc = cli("report", "-c", str(tiny_study(tmp_path)), timeout=60)
     assert proc.returncode == 2

@@ -84,16 +84,18 @@ def build(view: SearchView, importance: Importance | None) -> Report:
         _summary(view),
         _best(view),
         None if verdict.table else verdict,
-        Section(
-            "Objective per trial and best so far", image="objective" if "objective" in view.images else None
-        ),
+        Section("Objective per trial and best so far", image="objective")
+        if "objective" in view.images
+        else Section("Objective per trial", notes=["No trial has completed yet."]),
         _importance(view, importance),
         _parallel(view),
         Section(
             "Each hyperparameter against the objective",
-            image="hyperparameters" if "hyperparameters" in view.images else None,
+            image="hyperparameters",
             notes=["Numeric values are drawn where they are; categories are spread a little sideways."],
-        ),
+        )
+        if "hyperparameters" in view.images
+        else None,
         _curves(view),
         _trials(view),
     ]

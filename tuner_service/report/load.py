@@ -149,8 +149,8 @@ def _state(project: Path, results: dict[str, Any], ledger: dict[str, Any]) -> tu
     "running" ledger whose chief is gone reads "stopped")."""
     state = str(results.get("state") or live_state(project, ledger.get("state")))
     partial = results.get("partial")
-    if not isinstance(partial, bool):
-        partial = state != "finished"
+    if not isinstance(partial, bool):  # no state at all (a stock keras-tuner directory): not known to be
+        partial = state not in ("finished", "unknown")
     return state, partial
 
 

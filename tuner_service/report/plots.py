@@ -15,6 +15,7 @@ from tuner_service.report import stats
 from tuner_service.report.load import SearchView
 
 TOP_CURVES = 5
+MAX_WRITTEN = 4  # clipped points whose values are written beside them; beyond, one summary line
 LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
 BLUE, ORANGE, GREEN, GREY = "tab:blue", "tab:orange", "tab:green", "0.45"
 BEST_STYLE = {
@@ -60,19 +61,35 @@ def _scatter_clipped(
         below = y < limits.lo
         edge = limits.lo if below else limits.hi
         ax.scatter([x], [edge], marker="v" if below else "^", color="tab:red", s=44, zorder=4, clip_on=False)
-        ax.annotate(
-            fmt.number(y, 3),
-            (x, edge),
-            xytext=(5, 5 if below else -11),
-            textcoords="offset points",
+        if len(outside) <= MAX_WRITTEN:
+            ax.annotate(
+                fmt.number(y, 3),
+                (x, edge),
+                xytext=(5, 5 if below else -11),
+                textcoords="offset points",
+                fontsize=7,
+                color="tab:red",
+            )
+    if len(outside) > MAX_WRITTEN:  # too many to write each: say how many, and how far
+        low = [y for _, y in outside if y < limits.lo]
+        high = [y for _, y in outside if y > limits.hi]
+        words = [f"{len(low)} below (lowest {fmt.number(min(low), 3)})"] if low else []
+        words += [f"{len(high)} above (highest {fmt.number(max(high), 3)})"] if high else []
+        ax.text(
+            0.01,
+            0.02,
+            "off the axis: " + ", ".join(words),
+            transform=ax.transAxes,
             fontsize=7,
             color="tab:red",
+            bbox=LABEL_BOX,
+            zorder=6,
         )
     ax.set_ylim(limits.lo, limits.hi)
     return bool(outside)
 
 
-STOPPED_EARLY, CLIPPED = "trial stopped early", "off the axis (value written)"
+STOPPED_EARLY, CLIPPED = "trial stopped early", "off the axis (drawn at the edge)"
 
 
 def objective_legend(view: SearchView) -> list[str]:
@@ -126,7 +143,7 @@ def plot_objective(view: SearchView) -> bytes | None:
     fig, ax = plt.subplots(figsize=(8, 3.4))
     ax.step(xs, best, where="post", color=GREEN, lw=1.6, zorder=2)
     colors = [ORANGE if t.stopped_early else BLUE for t in done]
-    _scatter_clipped(ax, xs, ys, objective_limits(view), colors, s=30, zorder=3)
+    _scatter_clipped(ax, xs, ys, objective_limits(view), colors, s=30 if len(done) <= 100 else 12, zorder=3)
     if view.best is not None:
         i = done.index(view.best)
         ax.scatter([xs[i]], [ys[i]], **BEST_STYLE)
@@ -293,7 +310,7 @@ def plot_parallel(view: SearchView, order: list[str] | None = None) -> bytes | N
             [ys[i] for ys in ys_by_axis],
             color=cmap(norm(limits.clip(t.score))),  # type: ignore[arg-type]
             lw=2.6 if is_best else 1.2,
-            alpha=1.0 if is_best else 0.75,
+            alpha=1.0 if is_best else (0.75 if len(done) <= 50 else 0.3),
             zorder=3 if is_best else 2,
         )
     for x in xs:
@@ -312,4 +329,4 @@ def plot_parallel(view: SearchView, order: list[str] | None = None) -> bytes | N
 
 def _tick(position: float, log: bool) -> str:
     value = 10**position if log else position
-    return f"{value:g}"
+    return f"{value:.3g}"
