@@ -231,7 +231,7 @@ def test_importance_and_parallel_coordinates_in_the_report(tmp_path: Path):
     from tuner_service.report import write_report
 
     page = write_report(_search(tmp_path, [0.6, 0.7, 0.65, 0.62, 0.68, 0.71])).read_text()
-    assert "<h2>Parameter importance</h2>" in page and "random-forest main effects" in page
+    assert "<h2>Parameter importance</h2>" in page and "Random-forest main effects: a random forest" in page
     assert "<h2>Parallel coordinates</h2>" in page
     assert _images(page) == 4  # objective, importance, parallel, hyperparameters
     assert "<td>trials&#x27; wall time (first start to last end)</td><td>58 s</td>" in page

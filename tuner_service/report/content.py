@@ -256,7 +256,8 @@ def _importance(view: SearchView, importance: Importance | None) -> Section:
         "Parameter importance",
         image="importance" if "importance" in view.images else None,
         notes=[
-            f"Method: {importance.method}. With {importance.trials} trials it is a hint about where the "
+            f"Random-forest main effects: {importance.method}. With {importance.trials} trials it is a "
+            "hint about where the "
             "objective moved, not a measurement."
         ],
     )

@@ -109,9 +109,10 @@ class Importance:
     shares: dict[str, float]  # hyperparameter -> share of the explained variance (sums to 1)
     trials: int
     method: str = (
-        "random-forest main effects: a forest (scikit-learn) fitted to the completed trials, each "
-        "hyperparameter's share of the variance of its partial dependence (the first-order "
-        "effects that fANOVA, Optuna's default, measures)"
+        "a random forest (scikit-learn) fitted to the completed trials; "
+        "a hyperparameter's share is the variance of its partial dependence, its first-order effect "
+        "as fANOVA (Optuna's default importance) measures it, here averaged over the trials rather "
+        "than over the whole search space"
     )
 
 
