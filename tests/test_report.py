@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, tiny_study
+from tests.conftest import REPO, cli, tiny_study
 from tuner_service import spec as spec_module
 from tuner_service.study import files
 
@@ -353,3 +355,24 @@ def test_learning_curves_come_from_the_chiefs_trial_history(tmp_path: Path):
     assert _images(page) == 3  # objective, hyperparameters, curves
     md = (spec.project_dir / "report.md").read_text()
     assert "| **0 ★ best** | **COMPLETED** | **0.8000** | **3** |" in md  # epochs, from the history
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)"
+)
+def test_the_screenshot_script_renders_what_a_reader_sees(tmp_path: Path):
+    from PIL import Image
+
+    from tuner_service.report import write_report
+
+    page = write_report(_search(tmp_path, [0.6, 0.7, 0.65, 0.62, 0.68, 0.71]))
+    shot = tmp_path / "report.png"
+    script = REPO / "scripts" / "screenshot_report.sh"
+    proc = subprocess.run(
+        [str(script), str(page), str(shot), "1000,2000"], capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr
+    image = Image.open(shot)
+    assert image.size == (1000, 2000)
+    # Not a blank page: text, tables and plots give many colours.
+    assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 200
