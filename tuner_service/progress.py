@@ -109,8 +109,7 @@ class Progress:
                 str(w.get("trials_completed", "-")),
                 "-" if proc.returncode is None else str(proc.returncode),
             )
-        head = f"{self.summary(snap)}; {self.timing(snap, alive)}"
-        return Group(Text(head), table)
+        return Group(Text(self.summary(snap)), Text(self.timing(snap, alive)), table)
 
     def update(self, snap: dict[str, Any] | None, procs: list[Any]) -> None:
         if snap is None:
