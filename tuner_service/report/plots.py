@@ -48,29 +48,32 @@ def _scatter_clipped(
     ys: list[float],
     limits: stats.Limits,
     colors: list[str] | None = None,
+    write: bool = True,
     **style: Any,
 ) -> bool:
-    """Points inside the limits as given; the rest at the edge as a triangle with its value.
-    True when something was clipped."""
+    """Points inside the limits as given; the rest at the edge as a red triangle, with its value
+    written beside it when ``write`` (staggered, so neighbours do not overprint). True when
+    something was clipped."""
     inside = [i for i, y in enumerate(ys) if limits.lo <= y <= limits.hi]
     outside = [(x, y) for x, y in zip(xs, ys, strict=True) if not limits.lo <= y <= limits.hi]
     if inside:
         c = [colors[i] for i in inside] if colors else None
         ax.scatter([xs[i] for i in inside], [ys[i] for i in inside], c=c, **style)
-    for x, y in outside:
+    for k, (x, y) in enumerate(sorted(outside)):
         below = y < limits.lo
         edge = limits.lo if below else limits.hi
         ax.scatter([x], [edge], marker="v" if below else "^", color="tab:red", s=44, zorder=4, clip_on=False)
-        if len(outside) <= MAX_WRITTEN:
+        if write and len(outside) <= MAX_WRITTEN:
+            lift = 5 + 9 * (k % 2)
             ax.annotate(
                 fmt.number(y, 3),
                 (x, edge),
-                xytext=(5, 5 if below else -11),
+                xytext=(5, lift if below else -6 - lift),
                 textcoords="offset points",
                 fontsize=7,
                 color="tab:red",
             )
-    if len(outside) > MAX_WRITTEN:  # too many to write each: say how many, and how far
+    if write and len(outside) > MAX_WRITTEN:  # too many to write each: say how many, and how far
         low = [y for _, y in outside if y < limits.lo]
         high = [y for _, y in outside if y > limits.hi]
         words = [f"{len(low)} below (lowest {fmt.number(min(low), 3)})"] if low else []
@@ -226,7 +229,7 @@ def plot_hyperparameters(view: SearchView) -> bytes | None:
                 )
                 ax.minorticks_off()
         ys = [t.score for t in used]
-        clipped |= _scatter_clipped(ax, xs, ys, limits, s=20, alpha=0.7, color=BLUE, zorder=3)  # type: ignore[arg-type]
+        clipped |= _scatter_clipped(ax, xs, ys, limits, write=False, s=20, alpha=0.7, color=BLUE, zorder=3)  # type: ignore[arg-type]
         if view.best in used:
             i = used.index(view.best)  # type: ignore[arg-type]
             ax.scatter([xs[i]], [ys[i]], **{**BEST_STYLE, "s": 110})
@@ -238,6 +241,15 @@ def plot_hyperparameters(view: SearchView) -> bytes | None:
         ax.axis("off")
     fig.supylabel(view.spec.objective, fontsize=9)
     fig.tight_layout()
+    if clipped:
+        fig.text(
+            0.01,
+            -0.01,
+            "red triangles: trials off the axis (their values are in the objective plot)",
+            fontsize=7,
+            color="tab:red",
+            va="top",
+        )
     return _png(fig)
 
 
