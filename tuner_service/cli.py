@@ -1,4 +1,4 @@
-"""Command line: thin subcommands (run, chief, worker, baseline, results, status, experiment, report).
+"""Command line: thin subcommands (run, chief, worker, baseline, results, status, list, experiment, report).
 
 Heavy imports (TensorFlow, keras-tuner, gRPC) happen inside the subcommands so ``--help`` and
 spec errors are instant. Exit codes: 0 ok, 1 the search failed, 2 bad input (study file,
@@ -113,6 +113,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tuner_service import studies
+
+    return studies.main(Path(args.dir), as_json=args.json)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     if bool(args.config) == bool(args.chief):
         raise UsageError("give either --config (the study file) or --chief host:port")
@@ -196,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write <directory>/<name>/report.html and report.md of a search")
     _study_args(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("list", help="every study under a directory: state, progress, best, last update")
+    p.add_argument(
+        "dir",
+        nargs="?",
+        default=spec_module.StudySpec.model_fields["directory"].default,
+        metavar="DIR",
+        help="where the studies live (the study files' `directory`; default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("status", help="a search's live state from the chief's status API")
     _study_args(p, required=False)

@@ -20,6 +20,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from tuner_service import fmt
 from tuner_service.spec import StudySpec
 from tuner_service.stopping import study_rule
 from tuner_service.study import files
@@ -151,15 +152,6 @@ def comparison(spec: StudySpec, results: dict[str, Any], baseline: dict[str, Any
     return out
 
 
-def _mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.fmean(values):.1f} ± {100 * sd:.1f} %"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f} %"
-
-
 def markdown(cmp: dict[str, Any], command: str | None = None) -> str:
     seed = cmp.get("seed") or {}
     lines = [
@@ -172,17 +164,17 @@ def markdown(cmp: dict[str, Any], command: str | None = None) -> str:
         "",
         "| | baseline | tuned (best, retrained) | gain |",
         "|---|---|---|---|",
-        f"| test accuracy, this run | {_pct(cmp['baseline_test_accuracy'])} "
-        f"| {_pct(cmp['tuned_test_accuracy'])} "
+        f"| test accuracy, this run | {fmt.percent(cmp['baseline_test_accuracy'])} "
+        f"| {fmt.percent(cmp['tuned_test_accuracy'])} "
         f"| {cmp['gain_points']:+.1f} points |"
         if "gain_points" in cmp
         else "| test accuracy, this run | - | - | - |",
-        f"| validation accuracy, this run | {_pct(cmp['baseline_val_accuracy'])} "
-        f"| {_pct(cmp['tuned_val_score'])} (best trial) | |",
+        f"| validation accuracy, this run | {fmt.percent(cmp['baseline_val_accuracy'])} "
+        f"| {fmt.percent(cmp['tuned_val_score'])} (best trial) | |",
     ]
     rep = cmp.get("repeated")
     if rep and rep["baseline"] and rep["tuned"]:
-        b, t = _mean_sd(rep["baseline"]), _mean_sd(rep["tuned"])
+        b, t = fmt.mean_sd(rep["baseline"]), fmt.mean_sd(rep["tuned"])
         lines.append(
             f"| test accuracy, mean ± sd of {len(rep['tuned'])} retrains | {b} | {t} "
             f"| {100 * (statistics.fmean(rep['tuned']) - statistics.fmean(rep['baseline'])):+.1f} points |"

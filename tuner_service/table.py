@@ -7,9 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-
-def _num(value: Any, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+from tuner_service.fmt import number
 
 
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
@@ -21,9 +19,9 @@ def print_results(results: dict[str, Any], console: Console | None = None) -> No
     )
     head.add_row("state", str(results.get("state")))
     head.add_row("trials completed", str(results.get("trials_completed")))
-    head.add_row(f"best {results.get('objective')}", _num(results.get("best_val_score")))
-    head.add_row("test accuracy (best, retrained)", _num(results.get("test_accuracy")))
-    head.add_row("test accuracy (baseline)", _num(results.get("baseline_test_accuracy")))
+    head.add_row(f"best {results.get('objective')}", number(results.get("best_val_score")))
+    head.add_row("test accuracy (best, retrained)", number(results.get("test_accuracy")))
+    head.add_row("test accuracy (baseline)", number(results.get("baseline_test_accuracy")))
     for key, value in (results.get("best_hyperparameters") or {}).items():
         if not key.startswith("tuner/"):
             head.add_row(f"  {key}", str(value))
@@ -35,8 +33,8 @@ def print_results(results: dict[str, Any], console: Console | None = None) -> No
         trials.add_row(
             row["trial_id"],
             row["status"],
-            _num(row.get("score")),
+            number(row.get("score")),
             row.get("tuner_id") or "-",
-            _num(row.get("duration"), 1),
+            number(row.get("duration"), 1),
         )
     console.print(trials)

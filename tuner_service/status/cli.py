@@ -22,6 +22,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from tuner_service import fmt
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status.client import StatusClient, StatusUnavailable
 from tuner_service.status.servicer import FINAL_STATES, status_message, trials_message
@@ -155,14 +156,10 @@ class Source:
 
 
 # -- rendering ---------------------------------------------------------------------------------
-def _num(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def summary(s: pb.SearchStatus) -> str:
     done = s.counts.get("COMPLETED", 0)
     budget = str(s.max_trials) if s.max_trials else "?"
-    best = f"{_num(s.best.score)} (trial {s.best.trial_id})" if s.HasField("best") else "-"
+    best = f"{fmt.number(s.best.score)} (trial {s.best.trial_id})" if s.HasField("best") else "-"
     others = ", ".join(f"{n} {k.lower()}" for k, n in sorted(s.counts.items()) if k != "COMPLETED" and n)
     return (
         f"study {s.study}: {s.state}, trials {done}/{budget} completed"
@@ -187,7 +184,11 @@ def render(view: View, now: float | None = None, max_trials: int = MAX_TABLE_TRI
         head.add_column(col)
     for w in s.workers:
         head.add_row(
-            w.tuner_id, w.state, w.trial_id or "-", str(w.trials_completed), f"{now - w.last_seen:.0f}s ago"
+            w.tuner_id,
+            w.state,
+            w.trial_id or "-",
+            str(w.trials_completed),
+            f"{fmt.age(now - w.last_seen)} ago",
         )
     rows = _table_rows(list(view.trials), max_trials)
     title = (
@@ -203,8 +204,8 @@ def render(view: View, now: float | None = None, max_trials: int = MAX_TABLE_TRI
             t.status,
             t.tuner_id or "-",
             str(t.epochs),
-            _num(t.score if t.HasField("score") else None),
-            f"{seconds:.1f}",
+            fmt.number(t.score if t.HasField("score") else None),
+            fmt.number(seconds, 1),
             str(t.attempts),
         )
     return Group(head, trials)

@@ -8,7 +8,9 @@ always where it listens; the chief writes ``endpoints.json`` beside ``service_st
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from typing import Any
 
 from tuner_service.study.files import ENDPOINTS, read_json, write_json_atomic
 
@@ -21,7 +23,8 @@ def connect_host(bind_host: str) -> str:
 
 
 def write(project_dir: Path, host: str, *, status_port: int = 0, metrics_port: int = 0) -> None:
-    payload = {"pid": os.getpid(), "host": connect_host(host)}
+    # pid + hostname: `tuner-service list` tells a live chief from one that died without saying so.
+    payload = {"pid": os.getpid(), "hostname": socket.gethostname(), "host": connect_host(host)}
     if status_port:
         payload["status"] = f"{connect_host(host)}:{status_port}"
     if metrics_port:
@@ -30,6 +33,6 @@ def write(project_dir: Path, host: str, *, status_port: int = 0, metrics_port: i
     write_json_atomic(project_dir / ENDPOINTS, payload)
 
 
-def read(project_dir: Path) -> dict[str, str]:
+def read(project_dir: Path) -> dict[str, Any]:
     data = read_json(project_dir / ENDPOINTS)
     return data if isinstance(data, dict) else {}

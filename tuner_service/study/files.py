@@ -11,7 +11,7 @@ file                      written by                      holds
 ``trial_<id>/backup/``    the worker training the trial   ``BackupAndRestore`` state + ``history.json``
 ``service_state.json``    chief (:mod:`.ledger`)          who ran what, since when, how it ended
 ``trial_history.jsonl``   chief (:mod:`.history`)         every per-epoch report, appended
-``endpoints.json``        chief (:mod:`.endpoints`)       where its status API and metrics listen
+``endpoints.json``        chief (:mod:`.endpoints`)       its pid and host; where its APIs listen
 ``early_stopping.json``   chief (:mod:`tuner_service.stopping`)  the stopping rule's curves
 ``results.json``          chief after the search          best trial, retrained test metrics
 ``best_model.keras``      chief after the search          the retrained best model
