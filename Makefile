@@ -38,6 +38,7 @@ test: venv test-tools ## the whole test suite (unit, end-to-end, chart and monit
 test-tools:
 	@bash scripts/ci-k8s.sh || echo "warning: Kubernetes test tools not installed; tests/k8s will skip" >&2
 	@bash scripts/ci-monitoring.sh || echo "warning: prometheus/promtool not installed; tests/monitoring will skip" >&2
+	@bash scripts/ci-browser.sh || echo "warning: chromium not installed; the report screenshot test will skip" >&2
 
 test-fast: venv ## unit tests only (no end-to-end processes)
 	$(PY) -m pytest -m "not e2e"
