@@ -626,9 +626,15 @@ def test_gpu_workers_require_a_gpu():
 
 
 def test_fix_permissions_is_off_by_default():
-    for preset in sorted(PRESETS):
+    for preset in sorted(set(PRESETS) - {"existing-claim"}):
         for _, spec in pod_specs(render(*preset_args(preset))):
             assert "initContainers" not in spec
+    # The preset that turns it on (validated and scanned with the others) chowns its own paths.
+    for _, spec in pod_specs(render(*preset_args("existing-claim"))):
+        [init] = spec["initContainers"]
+        assert env_of(init)["DATA_DIR"] == "/mnt/shared"
+        assert env_of(init)["STUDY_DIR"] == "/mnt/shared/tuner/studies"
+        assert init["volumeMounts"] == [{"name": "data", "mountPath": "/mnt/shared"}]
 
 
 def test_fix_permissions_init_container_is_root_with_chown_only():
