@@ -168,7 +168,7 @@ def test_overlay_wiring_follows_the_new_names(overlay):
     assert chief["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
     assert {
         "action": "Ignore",
-        "onExitCodes": {"containerName": "worker", "operator": "In", "values": [3]},
+        "onExitCodes": {"containerName": "worker", "operator": "In", "values": [3, 143]},
     } in (worker["spec"]["podFailurePolicy"]["rules"])
 
 

@@ -322,11 +322,15 @@ Process contract (tuner_service exit codes) and signals
 
 {{/*
 Exit codes the Jobs' podFailurePolicy acts on: 2 = bad input (the study file: fail the Job at
-once), 3 = a worker gave up on an unreachable chief (chief_deadline): not the worker's fault, so
-it does not count against backoffLimitPerIndex. docs/kubernetes.md states the contract.
+once), 3 = a worker gave up on an unreachable chief (chief_deadline), 143 = a worker stopped by
+SIGTERM (128 + 15; it hands its trial back first). Neither 3 nor 143 is the worker's fault, so
+neither counts against backoffLimitPerIndex. A worker must never exit 0 on SIGTERM: an index that
+exits 0 is done for good, and successPolicy would complete the whole worker Job.
+docs/kubernetes.md states the contract.
 */}}
 {{- define "tuner-service.exitCode.usage" -}}2{{- end }}
 {{- define "tuner-service.exitCode.chiefUnreachable" -}}3{{- end }}
+{{- define "tuner-service.exitCode.stopped" -}}143{{- end }}
 
 {{/* The container command: the init process (tini) in front of tuner-service. */}}
 {{- define "tuner-service.command" -}}
