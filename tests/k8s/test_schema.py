@@ -57,6 +57,24 @@ BAD_VALUES = [
     (["--set", "workers=4"], "additional properties 'workers' not allowed"),
     (["--set", "tls.secret=x"], "at '/tls': additional properties 'secret' not allowed"),
     (["--set", "auth.acceptedTokens[0]=two words"], "at '/auth/acceptedTokens/0'"),
+    (["--set", "chief.avoidSpot=maybe"], "at '/chief/avoidSpot': got string, want boolean"),
+    (["--set-json", 'chief.spotNodeLabels={"spot": []}'], "at '/chief/spotNodeLabels/spot'"),
+    (["--set", "chief.terminationGracePeriodSeconds=-1"], "at '/chief/terminationGracePeriodSeconds'"),
+    (["--set", "chief.activeDeadlineSeconds=0"], "at '/chief/activeDeadlineSeconds': minimum: got 0, want 1"),
+    (
+        ["--set", "worker.activeDeadlineSeconds=0"],
+        "at '/worker/activeDeadlineSeconds': minimum: got 0, want 1",
+    ),
+    (["--set", "worker.successPolicy=all"], "at '/worker/successPolicy': got string, want boolean"),
+    (["--set", "priorityClass.value=2000000000"], "at '/priorityClass/value'"),
+    (["--set", "priorityClass.preemptionPolicy=Always"], "at '/priorityClass/preemptionPolicy'"),
+    (
+        ["--set", "persistence.fixPermissions=yes"],
+        "at '/persistence/fixPermissions': got string, want boolean",
+    ),
+    (["--set", "userCode.package=my-models"], "at '/userCode/package'"),
+    (["--set-json", 'userCode.items=[{"key": "a.py", "path": "/abs/a.py"}]'], "at '/userCode/items/0/path'"),
+    (["--set", "image.initProcess=tini"], "at '/image/initProcess': got string, want array"),
 ]
 
 

@@ -60,13 +60,38 @@ def test_checkov_zero_failures(tmp_path):
 
 
 def test_dockerfile_shape():
-    """One Dockerfile, two variants, non-root, `tuner-service` entrypoint."""
+    """One Dockerfile, two variants, non-root, tini in front of `tuner-service`."""
     text = (ROOT / "docker" / "Dockerfile").read_text()
     assert "ARG VARIANT=gpu" in text
-    assert 'gpu) pip install "tensorflow[and-cuda]' in text
-    assert 'cpu) pip install "tensorflow-cpu' in text
+    assert 'gpu/amd64) tensorflow="tensorflow[and-cuda]' in text
+    assert 'cpu/amd64) tensorflow="tensorflow-cpu' in text
     assert "USER 10001:10001" in text
-    assert 'ENTRYPOINT ["tuner-service"]' in text
-    assert text.count("FROM ") == 2  # build stage + slim runtime stage
+    assert 'ENTRYPOINT ["tini", "--"]' in text
+    assert 'CMD ["tuner-service", "--help"]' in text
+    # build stage, runtime base, its cpu and gpu variants, the final stage.
+    assert text.count("\nFROM ") == 5
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*") + 1 :] and "!tuner_service/" in ignore
+    assert "!docker/constraints-*.txt" in ignore
+
+
+def test_checkov_on_the_permissions_init_container(tmp_path):
+    """persistence.fixPermissions: zero failures; the one exception (CAP_CHOWN added) is skipped
+    inline on the two Jobs, with its reason."""
+    checkov = require_tool("checkov")
+    (tmp_path / "fix.yaml").write_text(render_text("--set", "persistence.fixPermissions=true"))
+    config = tmp_path / "checkov.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load(CONFIG.read_text()), "quiet": False}))
+    proc = run(
+        [checkov, "--config-file", str(config), "--framework", "kubernetes", "--directory", str(tmp_path)]
+        + ["--output", "json", "--skip-download"],
+        check=False,
+    )
+    report = json.loads(proc.stdout)
+    assert not report["results"]["failed_checks"], [c["check_id"] for c in report["results"]["failed_checks"]]
+    skipped = report["results"]["skipped_checks"]
+    assert {(c["check_id"], c["resource"]) for c in skipped} == {
+        ("CKV_K8S_25", "Job.studies.test-tuner-service-chief"),
+        ("CKV_K8S_25", "Job.studies.test-tuner-service-worker"),
+    }
+    assert all("CAP_CHOWN" in c["check_result"]["suppress_comment"] for c in skipped)

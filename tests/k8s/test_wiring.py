@@ -248,7 +248,9 @@ def grpc_health(port: int, ca: Path | None = None) -> str | None:
 
 @pytest.fixture
 def shim_dir(tmp_path) -> Path:
-    """`tuner-service` on PATH, as the image's console script: this checkout, this Python."""
+    """`tuner-service` on PATH, as the image's console script: this checkout, this Python; and
+    `tini`, the image's PID 1, as what it is to the command line: `tini -- PROGRAM ARGS` runs
+    PROGRAM ARGS (its signal forwarding is the image's concern, not the pod spec's)."""
     folder = tmp_path / "bin"
     folder.mkdir()
     shim = folder / "tuner-service"
@@ -257,6 +259,11 @@ def shim_dir(tmp_path) -> Path:
         f'PYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" -m tuner_service "$@"\n'
     )
     shim.chmod(0o755)
+    tini = folder / "tini"
+    tini.write_text(
+        '#!/bin/sh\n[ "$1" = "--" ] || { echo "tini: expected --" >&2; exit 2; }\nshift\nexec "$@"\n'
+    )
+    tini.chmod(0o755)
     return folder
 
 

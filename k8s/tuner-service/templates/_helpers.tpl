@@ -125,6 +125,27 @@ annotations:
 {{- end }}
 
 {{/*
+A Job's metadata.namespace and annotations: the common ones, plus, with the permissions init
+container, checkov's inline skip of "added capability" with its reason (what it adds is CAP_CHOWN,
+on purpose, in that one init container).
+*/}}
+{{- define "tuner-service.jobMetadata" -}}
+{{- $annotations := deepCopy (default (dict) .Values.commonAnnotations) }}
+{{- if .Values.persistence.fixPermissions }}
+{{- $_ := set $annotations "checkov.io/skip1" (include "tuner-service.fixPermissions.checkovSkip" .) }}
+{{- end }}
+namespace: {{ include "tuner-service.namespace" . }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "tuner-service.fixPermissions.checkovSkip" -}}
+CKV_K8S_25=the fix-permissions init container adds CAP_CHOWN, and only it, to give the shared volume to the pods' user
+{{- end }}
+
+{{/*
 Image
 */}}
 
@@ -316,7 +337,11 @@ the token it sends and the CA it verifies the chief with, never the chief's key.
   mountPath: /home/tuner
 {{- if .Values.userCode.configMap }}
 - name: user-code
+  {{- if .Values.userCode.package }}
+  mountPath: {{ printf "%s/%s" (trimSuffix "/" .Values.userCode.mountPath) .Values.userCode.package }}
+  {{- else }}
   mountPath: {{ .Values.userCode.mountPath }}
+  {{- end }}
   readOnly: true
 {{- end }}
 {{- end }}
@@ -348,6 +373,10 @@ the token it sends and the CA it verifies the chief with, never the chief's key.
 - name: user-code
   configMap:
     name: {{ .Values.userCode.configMap }}
+    {{- with .Values.userCode.items }}
+    items:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
 {{- end }}
 {{- end }}
 
@@ -372,4 +401,137 @@ enableServiceLinks: false
 {{- $_ := set $res "requests" (merge (dict .resourceName (toString .gpu.count)) (default (dict) $res.requests)) }}
 {{- end }}
 {{- toYaml $res }}
+{{- end }}
+
+{{/*
+Process contract (tuner_service exit codes) and signals
+*/}}
+
+{{/*
+Exit codes the Jobs' podFailurePolicy acts on: 2 = bad input (the study file: fail the Job at
+once), 3 = a worker gave up on an unreachable chief (chief_deadline), 143 = a worker stopped by
+SIGTERM (128 + 15; it hands its trial back first). Neither 3 nor 143 is the worker's fault, so
+neither counts against backoffLimitPerIndex. A worker must never exit 0 on SIGTERM: an index that
+exits 0 is done for good, and successPolicy would complete the whole worker Job.
+docs/kubernetes.md states the contract.
+*/}}
+{{- define "tuner-service.exitCode.usage" -}}2{{- end }}
+{{- define "tuner-service.exitCode.chiefUnreachable" -}}3{{- end }}
+{{- define "tuner-service.exitCode.stopped" -}}143{{- end }}
+
+{{/* The container command: the init process (tini) in front of tuner-service. */}}
+{{- define "tuner-service.command" -}}
+{{- toJson (concat .Values.image.initProcess (list "tuner-service")) }}
+{{- end }}
+
+{{/*
+The chief's grace period: chief.terminationGracePeriodSeconds, or max(60, linger + 30) when
+null, so SIGKILL never cuts the metrics linger or the state save short.
+*/}}
+{{- define "tuner-service.chief.terminationGracePeriodSeconds" -}}
+{{- $linger := ternary (int .Values.metrics.linger) 0 .Values.metrics.enabled }}
+{{- $grace := .Values.chief.terminationGracePeriodSeconds }}
+{{- if kindIs "invalid" $grace }}
+{{- max 60 (add $linger 30) }}
+{{- else if le (int $grace) $linger }}
+{{- fail (printf "chief.terminationGracePeriodSeconds (%d) must exceed metrics.linger (%d): the chief would be SIGKILLed while it lingers" (int $grace) $linger) }}
+{{- else }}
+{{- int $grace }}
+{{- end }}
+{{- end }}
+
+{{/* The chief's PriorityClass name: chief.priorityClassName, else the created one, else none. */}}
+{{- define "tuner-service.createdPriorityClassName" -}}
+{{- printf "%s-%s-chief" (include "tuner-service.namespace" .) (include "tuner-service.fullname" .) }}
+{{- end }}
+
+{{- define "tuner-service.chief.priorityClassName" -}}
+{{- if .Values.chief.priorityClassName }}
+{{- .Values.chief.priorityClassName }}
+{{- else if .Values.priorityClass.create }}
+{{- include "tuner-service.createdPriorityClassName" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The chief's affinity: chief.affinity plus, with chief.avoidSpot, "not on spot capacity" ANDed
+into every required node-selector term (terms are ORed, so each one must carry the rule).
+*/}}
+{{- define "tuner-service.chief.affinity" -}}
+{{- $affinity := deepCopy (default (dict) .Values.chief.affinity) }}
+{{- $exprs := list }}
+{{- if .Values.chief.avoidSpot }}
+{{- range $key, $values := .Values.chief.spotNodeLabels }}
+{{- $exprs = append $exprs (dict "key" $key "operator" "NotIn" "values" $values) }}
+{{- end }}
+{{- end }}
+{{- if $exprs }}
+{{- $node := default (dict) (get $affinity "nodeAffinity") }}
+{{- $required := default (dict) (get $node "requiredDuringSchedulingIgnoredDuringExecution") }}
+{{- $terms := default (list (dict)) (get $required "nodeSelectorTerms") }}
+{{- $withRule := list }}
+{{- range $terms }}
+{{- $term := deepCopy . }}
+{{- $_ := set $term "matchExpressions" (concat (default (list) (get $term "matchExpressions")) $exprs) }}
+{{- $withRule = append $withRule $term }}
+{{- end }}
+{{- $_ := set $required "nodeSelectorTerms" $withRule }}
+{{- $_ := set $node "requiredDuringSchedulingIgnoredDuringExecution" $required }}
+{{- $_ := set $affinity "nodeAffinity" $node }}
+{{- end }}
+{{- with $affinity }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Init containers of every pod: with persistence.fixPermissions, one that gives the volume root
+and the folders down to study.directory to the pods' UID/GID (RWX volumes that ignore fsGroup).
+It runs as root with CAP_CHOWN only; not recursive, so it is instant on a big study.
+*/}}
+{{- define "tuner-service.initContainers" -}}
+{{- if .Values.persistence.fixPermissions }}
+{{- $uid := default .Values.podSecurityContext.runAsUser .Values.containerSecurityContext.runAsUser }}
+{{- $gid := default .Values.podSecurityContext.runAsGroup .Values.containerSecurityContext.runAsGroup }}
+initContainers:
+  - name: fix-permissions
+    image: {{ include "tuner-service.image" . }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    command: ["/bin/sh", "-c"]
+    args:
+      - |
+        set -eu
+        dir="$STUDY_DIR"
+        while :; do
+          if [ -e "$dir" ]; then chown "$OWNER" "$dir"; fi
+          if [ "$dir" = "$DATA_DIR" ] || [ "$dir" = / ]; then break; fi
+          dir="$(dirname "$dir")"
+        done
+        ls -ldn "$DATA_DIR"
+    env:
+      - name: OWNER
+        value: "{{ $uid }}:{{ $gid }}"
+      - name: DATA_DIR
+        value: {{ trimSuffix "/" .Values.persistence.mountPath | quote }}
+      - name: STUDY_DIR
+        value: {{ trimSuffix "/" .Values.study.directory | quote }}
+    resources:
+      requests: {cpu: 10m, memory: 16Mi, ephemeral-storage: 16Mi}
+      limits: {cpu: 100m, memory: 64Mi, ephemeral-storage: 64Mi}
+    securityContext:
+      runAsUser: 0
+      runAsGroup: 0
+      runAsNonRoot: false
+      privileged: false
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities:
+        drop: ["ALL"]
+        add: ["CHOWN"]
+      seccompProfile:
+        type: RuntimeDefault
+    volumeMounts:
+      - name: data
+        mountPath: {{ .Values.persistence.mountPath }}
+{{- end }}
 {{- end }}
