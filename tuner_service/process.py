@@ -26,6 +26,11 @@ STATUS_PORT = "TUNER_SERVICE_STATUS_PORT"  # the chief's status API port (0: off
 # Seconds a chief or worker keeps serving /metrics after its work, so a last scrape sees final values.
 METRICS_LINGER = "TUNER_SERVICE_METRICS_LINGER"
 AUTH_TOKEN = "TUNER_SERVICE_AUTH_TOKEN"  # bearer token for the chief's gRPC ports
+# "1": a worker that sees no GPU exits 2 at start-up instead of silently training on the CPU.
+REQUIRE_GPU = "TUNER_SERVICE_REQUIRE_GPU"
+# Seconds a worker told to stop (SIGTERM) may take to finish its current epoch before it stops
+# at once and leaves its trial to the last epoch's backup (tuner_service/handover.py).
+HANDOVER_SECONDS = "TUNER_SERVICE_HANDOVER_SECONDS"
 # The gRPC metadata that carries it: ``authorization: Bearer <token>``.
 AUTH_METADATA = "authorization"
 AUTH_SCHEME = "Bearer"
@@ -33,7 +38,10 @@ AUTH_SCHEME = "Bearer"
 # -- exit codes -----------------------------------------------------------------------------
 EXIT_OK = 0
 EXIT_FAILED = 1  # the search (or this process's part of it) failed
-EXIT_USAGE = 2  # bad input: study file, environment, model, data
+EXIT_USAGE = 2  # bad input: study file, environment, model, data; a GPU required and none seen
+# A worker gave up on an unreachable chief (after chief_deadline): not the worker's fault, so the
+# worker Job's podFailurePolicy ignores it (the pod is replaced without using its retry budget).
+EXIT_CHIEF_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130  # Ctrl-C; a process stopped by signal N exits 128 + N (143 for SIGTERM)
 
 
@@ -107,6 +115,16 @@ def env_port(environ: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) > 65535:
         raise UsageError(f"{name}={raw!r}: expected a port number (0 turns it off)")
     return int(raw)
+
+
+def env_flag(environ: Mapping[str, str], name: str) -> bool:
+    """A yes/no setting: ``1``/``true`` on, ``0``/``false``/unset off; anything else is bad input."""
+    raw = (environ.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise UsageError(f"{name}={environ.get(name)!r}: expected 1 or 0")
 
 
 def env_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
