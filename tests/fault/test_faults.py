@@ -230,9 +230,9 @@ def test_sigterm_hands_the_trial_over_at_once(search):
     )
     assert stopped, log_0[-3000:]
     epochs_done = int(stopped[2]) - (stopped[1] == "before")
-    resumed_at = _log_time(
-        s.log("worker-1"), "INFO tuner_service.checkpoints: resuming from epoch", signalled_at
-    )
+    resumed = "INFO tuner_service.checkpoints: resuming from epoch"
+    s.wait_until("worker-1 to resume the trial", lambda: resumed in s.log("worker-1"), timeout=60)
+    resumed_at = _log_time(s.log("worker-1"), resumed, signalled_at)
     assert resumed_at - signalled_at < 10, resumed_at - signalled_at
 
     assert s.wait_exit("chief", 120) == 0, s.chief_log()[-3000:]
