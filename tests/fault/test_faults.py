@@ -274,7 +274,7 @@ def test_hyperband_with_a_killed_worker_completes_its_bracket_plan(search):
     assert s.ledger()["max_trials"] == 6
     s.assert_search_complete(6)
     record = s.ledger()["trials"][moved]
-    assert record["tuner_id"] == survivor and record["reassigned"] == 1 and record["resumed_from"] >= 2, (
+    assert record["tuner_id"] == survivor and record["reassigned"] >= 1 and record["resumed_from"] >= 2, (
         record
     )
     print(
