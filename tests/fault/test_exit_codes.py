@@ -1,10 +1,13 @@
-"""The worker's exit codes through the real CLI (``python -m tuner_service worker``): what a
-Kubernetes podFailurePolicy keys on. 3: the chief stayed unreachable (ignored by the chart's
-policy: not the worker's fault); 2: bad input, including a GPU required and none visible."""
+"""Exit codes through the real CLI (``python -m tuner_service worker|chief``): what a Kubernetes
+podFailurePolicy keys on. Worker 3: the chief stayed unreachable (ignored by the chart's policy:
+not the worker's fault); worker 2: bad input, including a GPU required and none visible; chief 143:
+stopped by SIGTERM (at once, even with a metrics linger)."""
 
 from __future__ import annotations
 
 import re
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,25 @@ def test_require_gpu_takes_1_or_0(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "TUNER_SERVICE_REQUIRE_GPU='yes please': expected 1 or 0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.e2e
+def test_chief_stopped_by_sigterm_exits_143_at_once_despite_the_metrics_linger(
+    tmp_path: Path, keras_home: Path
+) -> None:
+    """The linger is for a last scrape after a search that ended by itself; a SIGTERMed chief
+    (a drained node, its grace period running) saves its state and exits 128 + 15 at once."""
+    from fault_harness import Search, write_study
+
+    s = Search(tmp_path, write_study(tmp_path))
+    env = {process.METRICS_PORT: str(free_port()), process.METRICS_LINGER: "120"}
+    try:
+        s.start("chief", "chief", "chief", env)
+        s.wait_until("the chief serving", lambda: s.ledger().get("state") == "running", timeout=120)
+        s.procs["chief"].send_signal(signal.SIGTERM)
+        signalled_at = time.monotonic()
+        assert s.wait_exit("chief", 60) == 143, s.chief_log()[-3000:]
+        assert time.monotonic() - signalled_at < 30  # not the 120 s linger
+        assert s.ledger()["state"] == "interrupted"
+    finally:
+        s.kill_all()
