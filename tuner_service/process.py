@@ -42,6 +42,10 @@ EXIT_USAGE = 2  # bad input: study file, environment, model, data; a GPU require
 # A worker gave up on an unreachable chief (after chief_deadline): not the worker's fault, so the
 # worker Job's podFailurePolicy ignores it (the pod is replaced without using its retry budget).
 EXIT_CHIEF_UNREACHABLE = 3
+# A worker told to stop (SIGTERM) that handed its trial back. 0 as issue 17 asks; note that in a
+# Kubernetes Indexed Job a pod that exits 0 completes its index, so the Job does not replace it
+# (docs/fault-tolerance.md, "Hand-over on SIGTERM").
+EXIT_HANDED_OVER = EXIT_OK
 EXIT_INTERRUPTED = 130  # Ctrl-C; a process stopped by signal N exits 128 + N (143 for SIGTERM)
 
 

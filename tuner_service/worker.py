@@ -202,7 +202,7 @@ def run_worker(spec: StudySpec, environ: Mapping[str, str], *, chief_deadline: f
                 else "not handed back: it moves after its lease"
             )
         print(f"worker {role.tuner_id}: {stop}{held}", file=sys.stderr)
-        return process.EXIT_OK
+        return process.EXIT_HANDED_OVER
     except ChiefUnreachable as err:
         print(f"worker {role.tuner_id}: giving up: {err}", file=sys.stderr)
         return process.EXIT_CHIEF_UNREACHABLE
