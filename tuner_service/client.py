@@ -6,13 +6,18 @@ at once; an unreachable chief is retried with bounded exponential back-off until
 ``chief_deadline`` and then raises :class:`ChiefUnreachable` (stock waits up to an hour).
 Every call names its tuner id and progress reports and error messages travel as gRPC metadata
 (:mod:`tuner_service.wire`), so the chief can fence a worker whose trial was reassigned: such a
-report raises :class:`TrialFenced` (docs/fault-tolerance.md).
+report raises :class:`TrialFenced` (docs/fault-tolerance.md). Every call also names this process
+(``wire.INSTANCE``): a process whose tuner id a newer one took over gets :class:`Superseded`.
+A worker that is stopping hands its trial back with :meth:`ServiceOracleClient.release_trial`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +70,19 @@ class TrialFenced(Exception):
     """The chief gave this worker's trial to another worker; abandon it and ask for new work."""
 
 
+class Superseded(keras_tuner.errors.FatalError):
+    """A newer process with this worker's tuner id took over: stop (asking again would collide)."""
+
+
+# A stopping worker's release waits for the chief this long at most: the pod's grace period is short.
+RELEASE_DEADLINE = 5.0
+
+
+def instance_id() -> str:
+    """This process, as the chief tells it from another with the same tuner id: host:pid:random."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 class Backoff:
     """Exponential back-off with full jitter, capped at ``maximum`` seconds."""
 
@@ -98,15 +116,19 @@ class ServiceOracleClient:
         idle_backoff: Backoff | None = None,
         search_state: Callable[[], dict[str, Any] | None] | None = None,
         security: ClientSecurity | None = None,
+        stopping: Callable[[], bool] | None = None,
     ):
         """``search_state`` reads the chief's saved state (``state``, ``message``) from the shared
         storage; while the chief is
         unreachable, a "finished" or "failed" search ends the wait at once (a worker pod started
         or restarted after its search ended must not wait ``chief_deadline`` for nothing).
         ``security`` (default: from the environment) is the token to send and the CA that makes
-        the channel TLS (:mod:`tuner_service.auth`)."""
+        the channel TLS (:mod:`tuner_service.auth`).
+        ``stopping`` says the worker was told to stop (tuner_service/handover.py): it then no
+        longer waits for an absent chief or for a trial to become available."""
         self._oracle = oracle
         self.search_state = search_state
+        self.stopping = stopping
         self.tuner_id = tuner_id
         self.address = address
         self.chief_deadline = chief_deadline
@@ -118,7 +140,12 @@ class ServiceOracleClient:
         self._channel = security.channel(address, CHANNEL_OPTIONS)
         self.stub = compat.service_pb2_grpc().OracleStub(self._channel)
         self._answered = False  # has the chief answered a call yet (see _call)
-        self._metadata: tuple[tuple[str, str | bytes], ...] = ((wire.TUNER_ID, tuner_id), *security.metadata)
+        self.instance = instance_id()
+        self._metadata: tuple[tuple[str, str | bytes], ...] = (
+            (wire.TUNER_ID, tuner_id),
+            (wire.INSTANCE, self.instance),
+            *security.metadata,
+        )
 
     # keras-tuner reads these settings from the oracle it was given.
     @property
@@ -140,15 +167,22 @@ class ServiceOracleClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: str, request: Any, extra: tuple[tuple[str, str | bytes], ...] = ()) -> Any:
-        """One RPC, retried while the chief is unreachable, up to ``chief_deadline``.
+    def _call(
+        self,
+        method: str,
+        request: Any,
+        extra: tuple[tuple[str, str | bytes], ...] = (),
+        deadline: float | None = None,
+    ) -> Any:
+        """One RPC, retried while the chief is unreachable, up to ``chief_deadline`` (or ``deadline``).
 
         Until the chief has answered once, ``wait_for_ready`` makes a call wait for the
         connection (workers usually start before the chief listens: the call goes out the moment
         it does) instead of failing at once; the timeout bounds it. After that, a lost chief
         fails fast, is logged, and is retried with back-off.
         """
-        give_up = time.monotonic() + self.chief_deadline
+        patience = self.chief_deadline if deadline is None else deadline
+        give_up = time.monotonic() + patience
         backoff = Backoff(0.2, 10.0)
         metadata = self._metadata + extra
         while True:
@@ -166,16 +200,20 @@ class ServiceOracleClient:
                 if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     raise SearchFailed(err.details()) from None
                 if err.code() == grpc.StatusCode.ABORTED:
+                    if wire.get(_trailing(err), wire.FENCE) == wire.SUPERSEDED:
+                        raise Superseded(err.details()) from None
                     raise TrialFenced(err.details()) from None
                 if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                     raise NotAuthorized(f"{err.code().name}: {err.details()}") from None
                 if err.code() not in RETRYABLE:
                     raise
                 self._raise_if_search_ended()
+                if deadline is None:
+                    self._raise_if_stopping("while the chief was unreachable")
                 remaining = give_up - time.monotonic()
                 if remaining <= 0:
                     message = (
-                        f"chief at {self.address} unreachable for {self.chief_deadline:.0f}s "
+                        f"chief at {self.address} unreachable for {patience:.0f}s "
                         f"({err.code().name}: {err.details()})"
                     )
                     log.error("giving up: %s", message)
@@ -188,6 +226,12 @@ class ServiceOracleClient:
                     remaining,
                 )
                 backoff.wait(limit=remaining)  # the last try lands on the deadline
+
+    def _raise_if_stopping(self, where: str) -> None:
+        if self.stopping is not None and self.stopping():
+            from tuner_service.handover import HandedOver
+
+            raise HandedOver(None, where)
 
     def _raise_if_search_ended(self) -> None:
         saved = (self.search_state() if self.search_state else None) or {}
@@ -211,6 +255,7 @@ class ServiceOracleClient:
             trial = Trial.from_proto(response.trial)
             if trial.status != TrialStatus.IDLE:
                 return trial
+            self._raise_if_stopping("while waiting for a trial")
             self.idle_backoff.wait()  # the oracle asked us to wait; never spin
 
     def update_trial(self, trial_id: str, metrics: dict[str, float], step: int = 0) -> Trial:
@@ -232,6 +277,16 @@ class ServiceOracleClient:
         extra = ((wire.MESSAGE, wire.encode_message(trial.message)),) if trial.message else ()
         self._call("EndTrial", pb2.EndTrialRequest(trial=trial.to_proto()), extra)
 
+    def release_trial(self, trial_id: str, deadline: float = RELEASE_DEADLINE) -> None:
+        """Hand the trial back: this worker is stopping (``wire.RELEASE``, on GetTrial).
+
+        The chief queues it at once for the next worker, which resumes it from its last epoch
+        backup. Waits for an unreachable chief ``deadline`` seconds at most (then the trial moves
+        when its lease runs out). A stock chief just answers the GetTrial.
+        """
+        request = pb2.GetTrialRequest(trial_id=trial_id)
+        self._call("GetTrial", request, ((wire.REPORT, wire.RELEASE),), deadline=deadline)
+
     def get_trial(self, trial_id: str) -> Trial:
         response = self._call("GetTrial", pb2.GetTrialRequest(trial_id=trial_id))
         return Trial.from_proto(response.trial)
@@ -239,3 +294,8 @@ class ServiceOracleClient:
     def get_best_trials(self, num_trials: int = 1) -> list[Trial]:
         response = self._call("GetBestTrials", pb2.GetBestTrialsRequest(num_trials=num_trials))
         return [Trial.from_proto(t) for t in response.trials]
+
+
+def _trailing(err: grpc.RpcError) -> wire.Metadata:
+    trailing = getattr(err, "trailing_metadata", None)
+    return (trailing() if callable(trailing) else None) or ()

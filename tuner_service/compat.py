@@ -128,6 +128,14 @@ def requeue(oracle: keras_tuner.Oracle, trial_id: str) -> str | None:
 
 
 @keras_tuner.synchronized
+def hand_back(oracle: keras_tuner.Oracle, trial_id: str, tuner_id: str) -> str | None:
+    """A worker that is stopping gave its trial back: queue the trial (as :func:`requeue`) and
+    forget the worker, so the chief does not wait at the end of the search to tell it STOPPED."""
+    oracle.tuner_ids.discard(tuner_id)
+    return requeue(oracle, trial_id)
+
+
+@keras_tuner.synchronized
 def reattach(oracle: keras_tuner.Oracle, trial_id: str, tuner_id: str) -> bool:
     """Give a queued trial back to ``tuner_id`` (which still has its training state).
 

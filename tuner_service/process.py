@@ -36,13 +36,27 @@ TLS_CLIENT_CA = "TUNER_SERVICE_TLS_CLIENT_CA"  # mutual TLS: the chief requires 
 TLS_CLIENT_CERT = "TUNER_SERVICE_TLS_CLIENT_CERT"
 TLS_CLIENT_KEY = "TUNER_SERVICE_TLS_CLIENT_KEY"
 # The gRPC metadata that carries the token: ``authorization: Bearer <token>`` (keys are lower case).
+# "1": a worker that sees no GPU exits 2 at start-up instead of silently training on the CPU.
+REQUIRE_GPU = "TUNER_SERVICE_REQUIRE_GPU"
+# Seconds a worker told to stop (SIGTERM) may take to finish its current epoch before it stops
+# at once and leaves its trial to the last epoch's backup (tuner_service/handover.py).
+HANDOVER_SECONDS = "TUNER_SERVICE_HANDOVER_SECONDS"
 AUTH_METADATA = "authorization"
 AUTH_SCHEME = "Bearer "
 
 # -- exit codes -----------------------------------------------------------------------------
 EXIT_OK = 0
 EXIT_FAILED = 1  # the search (or this process's part of it) failed
-EXIT_USAGE = 2  # bad input: study file, environment, model, data
+EXIT_USAGE = 2  # bad input: study file, environment, model, data; a GPU required and none seen
+# A worker gave up on an unreachable chief (after chief_deadline): not the worker's fault, so the
+# worker Job's podFailurePolicy ignores it (the pod is replaced without using its retry budget).
+EXIT_CHIEF_UNREACHABLE = 3
+# A worker told to stop (SIGTERM) that handed its trial back: 128 + SIGTERM, as a process stopped
+# by that signal exits. Not 0: in a Kubernetes Indexed Job a pod that exits 0 completes its index
+# (never replaced) and, with the worker Job's successPolicy, would end the whole Job; the Job's
+# podFailurePolicy ignores 143 instead, so a preempted worker is replaced without spending its
+# retries (docs/fault-tolerance.md, "Hand-over on SIGTERM").
+EXIT_HANDED_OVER = 143
 EXIT_INTERRUPTED = 130  # Ctrl-C; a process stopped by signal N exits 128 + N (143 for SIGTERM)
 
 
@@ -111,6 +125,16 @@ def env_port(environ: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) > 65535:
         raise UsageError(f"{name}={raw!r}: expected a port number (0 turns it off)")
     return int(raw)
+
+
+def env_flag(environ: Mapping[str, str], name: str) -> bool:
+    """A yes/no setting: ``1``/``true`` on, ``0``/``false``/unset off; anything else is bad input."""
+    raw = (environ.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise UsageError(f"{name}={environ.get(name)!r}: expected 1 or 0")
 
 
 def env_seconds(environ: Mapping[str, str], name: str, default: float) -> float:

@@ -15,6 +15,7 @@ import keras
 import keras_tuner
 
 from tuner_service import checkpoints, compat
+from tuner_service.handover import Handover
 from tuner_service.spec import BayesianTuner, HyperbandTuner, RandomTuner, StudySpec
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,10 @@ class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
     With ``backups`` every trial's training state is saved
     each epoch and resumed by whoever runs the trial next (:mod:`tuner_service.checkpoints`); the
     backup is written after the hooks, so a worker fenced by its progress report never
-    overwrites the new holder's backup. Everything else is stock keras-tuner.
+    overwrites the new holder's backup. With a ``handover`` (workers), a stop request (SIGTERM)
+    is honoured before asking for a trial, on receiving one, and at the safe points of
+    :class:`~tuner_service.handover.StopPoint` during training, after the epoch backup.
+    Everything else is stock keras-tuner.
     """
 
     def __init__(
@@ -87,18 +91,33 @@ class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
         *args: Any,
         epoch_hooks: Sequence[Callable[[Any, int, dict], bool | None]] = (),
         backups: bool = False,
+        handover: Handover | None = None,
         **kwargs: Any,
     ):
         self.epoch_hooks = list(epoch_hooks)
         self.backups = backups
+        self.handover = handover
         # Not super(): in ServiceHyperband the next class is keras_tuner.Hyperband, whose
         # __init__ only builds its own oracle; ours is given.
         keras_tuner.Tuner.__init__(self, *args, **kwargs)
 
     def fit_callbacks(self, trial: Any, execution: int) -> list[Any]:
-        if not self.backups:
-            return []
-        return checkpoints.fit_callbacks(self.get_trial_dir(trial.trial_id), execution)
+        callbacks = []
+        if self.backups:
+            callbacks += checkpoints.fit_callbacks(self.get_trial_dir(trial.trial_id), execution)
+        if self.handover is not None:
+            callbacks.append(self.handover.stop_point(trial.trial_id))  # after the backup: see StopPoint
+        return callbacks
+
+    def pre_create_trial(self) -> None:
+        super().pre_create_trial()
+        if self.handover is not None:
+            self.handover.check(None, "between trials")
+
+    def on_trial_begin(self, trial: Any) -> None:
+        if self.handover is not None:
+            self.handover.check(trial.trial_id, "as the trial was handed out")  # give it straight back
+        super().on_trial_begin(trial)
 
     def on_trial_end(self, trial: Any) -> None:
         from tuner_service.client import TrialFenced  # gRPC client: workers only

@@ -1,4 +1,10 @@
-"""The worker: asks the chief for trials and trains them until told the search is over."""
+"""The worker: asks the chief for trials and trains them until told the search is over.
+
+Exit codes (``run_worker``): 0 the search is over, or the worker was told to stop (SIGTERM) and
+handed its trial back; 1 the search failed, or a newer process with this tuner id took over; 2 bad
+input, or ``TUNER_SERVICE_REQUIRE_GPU=1`` and no GPU visible; 3 the chief stayed unreachable for
+``chief_deadline``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,12 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import keras
 from keras_tuner.engine.trial import TrialStatus
 
 from tuner_service import compat, compute, data, process
 from tuner_service.client import ServiceOracleClient
+from tuner_service.handover import DEFAULT_FINISH_WITHIN, HandedOver, Handover
 from tuner_service.models import load_hypermodel
 from tuner_service.process import Role
 from tuner_service.spec import StudySpec
@@ -48,9 +56,13 @@ class Worker:
         *,
         chief_deadline: float | None = None,
         metrics: WorkerMetrics | None = None,
+        handover: Handover | None = None,
+        require_gpu: bool = False,
     ):
         self.spec = spec
         self.role = role
+        self.handover = handover
+        self.require_gpu = require_gpu
         self.chief_deadline = spec.chief_deadline if chief_deadline is None else chief_deadline
         self.metrics = metrics
         self.client: ServiceOracleClient | None = None
@@ -60,7 +72,9 @@ class Worker:
         compat.install_atomic_json()  # a pod killed mid-write must not corrupt shared state
         hypermodel = compute.for_study(load_hypermodel(self.spec.model), self.spec.compute)
         oracle = build_oracle(self.spec)
-        tuner = build_tuner(self.spec, hypermodel, oracle, epoch_hooks=[self._report], backups=True)
+        tuner = build_tuner(
+            self.spec, hypermodel, oracle, epoch_hooks=[self._report], backups=True, handover=self.handover
+        )
         # keras-tuner wrapped the oracle in its stock client; ours backs off and gives up.
         self.client = ServiceOracleClient(
             oracle,
@@ -68,6 +82,7 @@ class Worker:
             self.role.tuner_id,
             chief_deadline=self.chief_deadline,
             search_state=self._search_state,
+            stopping=(lambda: self.handover.requested) if self.handover else None,
         )
         tuner.oracle = self.client
         return tuner
@@ -93,6 +108,13 @@ class Worker:
 
     def run(self) -> None:
         devices = compute.configure_devices(self.spec.compute)  # before any op touches a GPU
+        if self.require_gpu and not devices["gpu"]:
+            # Before the data loads: a GPU pod without its driver libraries fails in seconds, loudly,
+            # instead of training on the CPU while it holds the GPU.
+            raise process.UsageError(
+                f"{process.REQUIRE_GPU}=1 but no GPU is visible to {keras.backend.backend()} "
+                "(driver libraries on LD_LIBRARY_PATH? a GPU in the pod's resources?)"
+            )
         splits = data.load(self.spec.data, self.spec.seed)  # once per process, not per trial
         log.info("worker %s: data %s, devices %s", self.role.tuner_id, splits.sizes(), devices)
         tuner = self.build_tuner()
@@ -111,16 +133,41 @@ class Worker:
             )
             fit_data, fit_kwargs = (train,), {"validation_data": val, "shuffle": False}  # it shuffles
         freeze_startup_objects()
-        tuner.search(*fit_data, epochs=self.spec.epochs, callbacks=callbacks, verbose=0, **fit_kwargs)
+        if self.handover is not None:
+            self.handover.searching = True  # SIGTERM now waits for a safe point
+        try:
+            tuner.search(*fit_data, epochs=self.spec.epochs, callbacks=callbacks, verbose=0, **fit_kwargs)
+        except HandedOver as stop:
+            self._hand_back(stop)
+            raise
+        finally:
+            if self.handover is not None:
+                self.handover.searching = False
         log.info("worker %s: search over", self.role.tuner_id)
+
+    def _hand_back(self, stop: HandedOver) -> None:
+        """Tell the chief the trial is released, so the next worker resumes it now (not after the lease)."""
+        from tuner_service.client import ChiefUnreachable, SearchFailed, Superseded, TrialFenced
+
+        if stop.trial_id is None or self.client is None:
+            return
+        try:
+            self.client.release_trial(stop.trial_id)
+        except (ChiefUnreachable, SearchFailed, Superseded, TrialFenced) as err:
+            log.warning("trial %s not handed back (%s); it moves when its lease runs out", stop.trial_id, err)
+            return
+        stop.handed_back = True
+        log.info("trial %s handed back to the chief (%s)", stop.trial_id, stop.where)
 
 
 def run_worker(spec: StudySpec, environ: Mapping[str, str], *, chief_deadline: float | None = None) -> int:
     """The worker process (``tuner-service worker``): train trials until the search ends; exit code."""
-    from tuner_service.client import ChiefUnreachable, NotAuthorized, SearchFailed, SearchFinished
+    from tuner_service.client import ChiefUnreachable, NotAuthorized, SearchFailed, SearchFinished, Superseded
 
     metrics_port = process.env_port(environ, process.METRICS_PORT, 0)  # pods and `run` set it; off by default
     linger = process.env_seconds(environ, process.METRICS_LINGER, 0.0) if metrics_port else 0.0
+    require_gpu = process.env_flag(environ, process.REQUIRE_GPU)
+    handover = Handover(process.env_seconds(environ, process.HANDOVER_SECONDS, DEFAULT_FINISH_WITHIN))
     compat.check_version()
     role = Role.from_env(environ, chief=False)
     metrics = None
@@ -135,10 +182,32 @@ def run_worker(spec: StudySpec, environ: Mapping[str, str], *, chief_deadline: f
                 f"{process.METRICS_PORT}={metrics_port}: cannot serve metrics ({err})"
             ) from None
     try:
-        Worker(spec, role, chief_deadline=chief_deadline, metrics=metrics).run()
-        time.sleep(linger)  # a last scrape sees the last epoch
+        handover.install()  # the container's main process: SIGTERM is ours to handle
+        worker = Worker(
+            spec,
+            role,
+            chief_deadline=chief_deadline,
+            metrics=metrics,
+            handover=handover,
+            require_gpu=require_gpu,
+        )
+        worker.run()
+        time.sleep(linger)  # a last scrape sees the last epoch (SIGTERM cuts it short)
+    except HandedOver as stop:
+        held = ""
+        if stop.trial_id:
+            held = f"; trial {stop.trial_id} " + (
+                "handed back to the chief"
+                if stop.handed_back
+                else "not handed back: it moves after its lease"
+            )
+        print(f"worker {role.tuner_id}: {stop}{held}", file=sys.stderr)
+        return process.EXIT_HANDED_OVER
     except ChiefUnreachable as err:
         print(f"worker {role.tuner_id}: giving up: {err}", file=sys.stderr)
+        return process.EXIT_CHIEF_UNREACHABLE
+    except Superseded as err:
+        print(f"worker {role.tuner_id}: fenced: {err}", file=sys.stderr)
         return process.EXIT_FAILED
     except SearchFinished as err:
         print(f"worker {role.tuner_id}: nothing to do: {err}", file=sys.stderr)

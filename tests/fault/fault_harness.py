@@ -52,9 +52,12 @@ class Search:
         self.logs.mkdir(exist_ok=True)
 
     # -- processes ---------------------------------------------------------------------------
-    def start(self, name: str, role: str, tuner_id: str) -> subprocess.Popen:
+    def start(
+        self, name: str, role: str, tuner_id: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         env = {
             **self.env,
+            **(env or {}),
             "KERASTUNER_TUNER_ID": tuner_id,
             "KERASTUNER_ORACLE_IP": "127.0.0.1",
             "KERASTUNER_ORACLE_PORT": str(self.port),
@@ -74,8 +77,11 @@ class Search:
     def chief(self, name: str = "chief") -> subprocess.Popen:
         return self.start(name, "chief", "chief")
 
-    def worker(self, index: int, name: str | None = None) -> subprocess.Popen:
-        return self.start(name or f"worker-{index}", "worker", f"worker-{index}")
+    def worker(
+        self, index: int, name: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        """A worker with tuner id ``worker-<index>`` (``env`` adds to the search's, e.g. its pace)."""
+        return self.start(name or f"worker-{index}", "worker", f"worker-{index}", env)
 
     def kill_all(self) -> None:
         for proc in self.procs.values():

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from fault_harness import Search, write_study
 
+from tuner_service import process
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
@@ -86,7 +88,7 @@ def test_stopped_worker_is_fenced_when_it_comes_back(search):
     s.procs["worker-0"].send_signal(signal.SIGCONT)
 
     assert s.wait_exit("chief", 240) == 0, s.chief_log()[-3000:]
-    assert s.wait_exit("worker-0", 30) == 0, s.log("worker-0")[-3000:]
+    assert s.wait_exit("worker-0", 30) == process.EXIT_HANDED_OVER == 143, s.log("worker-0")[-3000:]
     assert s.wait_exit("worker-1", 30) == 0
     s.assert_search_complete(3)
     record = s.ledger()["trials"][moved]
@@ -145,7 +147,7 @@ def test_chief_gone_for_good_workers_give_up_then_search_resumes(search):
     killed_at = time.time()
     code = s.wait_exit("worker-0", deadline + 60)
     exited_at = time.time()
-    assert code == 1
+    assert code == 3  # process.EXIT_CHIEF_UNREACHABLE: the chart's podFailurePolicy ignores it
     log = s.log("worker-0")
     assert re.search(r"worker worker-0: giving up: chief at \S+ unreachable for 6s", log)
     # The deadline counts from the start of the first call that failed (the next epoch's report);
@@ -199,3 +201,110 @@ def test_too_many_failures_end_the_search_with_a_clear_error(search, tmp_path):
         assert "the chief ended the search: search failed: Number of consecutive" in s.log(worker)
     assert "search failed: Number of consecutive failures exceeded the limit of 2" in s.chief_log()
     assert s.ledger()["state"] == "failed"
+
+
+def test_sigterm_hands_the_trial_over_at_once(search):
+    """Spot preemption: the SIGTERMed worker finishes its epoch, hands the trial back and exits 143
+    (128 + SIGTERM: the worker Job replaces it without spending a retry, see process.py);
+    the idle worker resumes it from that epoch within seconds, not after lease_timeout (300 s)."""
+    s = search(lease_timeout=300, max_trials=2, epochs=15)
+    s.chief()
+    s.worker(0, env={"FAULT_EPOCH_SECONDS": "3"})  # a trial longer than worker-1's start: interrupted
+    held = s.wait_until("worker-0 to hold a trial", lambda: s.running_trial_of("worker-0"))
+    s.worker(1, env={"FAULT_EPOCH_SECONDS": "0"})  # runs the other trial, then waits for work
+
+    def ready() -> bool:
+        worker_1 = s.ledger().get("workers", {}).get("worker-1", {})
+        idle = worker_1.get("trials_completed") == 1 and worker_1.get("state") == "waiting"
+        return idle and s.backup_epochs(held) >= 1
+
+    s.wait_until("worker-1 idle and worker-0 an epoch into its trial", ready)
+    s.procs["worker-0"].send_signal(signal.SIGTERM)
+    signalled_at = time.time()
+
+    assert s.wait_exit("worker-0", 30) == process.EXIT_HANDED_OVER == 143, s.log("worker-0")[-3000:]
+    exited_at = time.time()
+    log_0 = s.log("worker-0")
+    # At the end of the epoch it was in (after its backup), or before the next one began.
+    stopped = re.search(
+        rf"worker worker-0: stopped by SIGTERM (after|before) epoch (\d+)\b.*; trial {held} handed back "
+        "to the chief",
+        log_0,
+    )
+    assert stopped, log_0[-3000:]
+    epochs_done = int(stopped[2]) - (stopped[1] == "before")
+    resumed = "INFO tuner_service.checkpoints: resuming from epoch"
+    s.wait_until("worker-1 to resume the trial", lambda: resumed in s.log("worker-1"), timeout=60)
+    resumed_at = _log_time(s.log("worker-1"), resumed, signalled_at)
+    assert resumed_at - signalled_at < 10, resumed_at - signalled_at
+
+    assert s.wait_exit("chief", 120) == 0, s.chief_log()[-3000:]
+    assert s.wait_exit("worker-1", 30) == 0
+    s.assert_search_complete(2)
+    record = s.ledger()["trials"][held]
+    assert record["tuner_id"] == "worker-1" and record["attempts"] == 2, record
+    assert record["released"] == 1 and record["reassigned"] == 0, record  # no lease ran out
+    assert record["resumed_from"] == epochs_done, record  # the last completed epoch, nothing redone
+    assert f"resuming from epoch {epochs_done} " in s.log("worker-1")
+    print(
+        f"\nworker SIGTERM (lease_timeout 300s): trial {held} resumed on worker-1 from epoch {epochs_done} "
+        f"{resumed_at - signalled_at:.1f}s after the signal; worker-0 exited 143 "
+        f"{exited_at - signalled_at:.1f}s after it"
+    )
+
+
+def _running_past(s: Search, epochs: int) -> tuple[str, str] | None:
+    for worker in ("worker-0", "worker-1"):
+        trial_id = _held_trial_past(s, worker, epochs)
+        if trial_id:
+            return worker, trial_id
+    return None
+
+
+def test_hyperband_with_a_killed_worker_completes_its_bracket_plan(search):
+    # max_epochs 3, factor 3: one bracket of 3 one-epoch trials, the best continued to 3 epochs,
+    # and one of 2 three-epoch trials: 6 trials (compat.hyperband_planned_trials).
+    s = search(tuner={"type": "hyperband", "max_epochs": 3, "factor": 3}, epochs=3)
+    s.chief()
+    s.worker(0)
+    s.worker(1)
+    victim, moved = s.wait_until("a worker two epochs into a trial", lambda: _running_past(s, 2))
+    survivor = "worker-1" if victim == "worker-0" else "worker-0"
+    s.procs[victim].send_signal(signal.SIGKILL)
+
+    assert s.wait_exit("chief", 240) == 0, s.chief_log()[-3000:]
+    assert s.wait_exit(survivor, 30) == 0
+    assert s.ledger()["max_trials"] == 6
+    s.assert_search_complete(6)
+    record = s.ledger()["trials"][moved]
+    assert record["tuner_id"] == survivor and record["reassigned"] >= 1 and record["resumed_from"] >= 2, (
+        record
+    )
+    print(
+        f"\nHyperband, {victim} SIGKILLed: trial {moved} resumed on {survivor}; "
+        "all 6 planned trials completed"
+    )
+
+
+def test_two_processes_with_one_tuner_id_the_newer_takes_over(search):
+    """Two pods of one worker index (a replacement started while the old pod still runs): the
+    newer process gets the tuner id's trial and resumes it; the older is fenced and exits 1."""
+    s = search(max_trials=3, epochs=5)
+    s.chief()
+    s.worker(0, env={"FAULT_EPOCH_SECONDS": "1.5"})
+    s.wait_until("worker-0 an epoch into a trial", lambda: _held_trial_past(s, "worker-0", 1))
+    s.worker(0, name="worker-0-twin")
+
+    assert s.wait_exit("worker-0", 120) == 1, s.log("worker-0")[-3000:]
+    assert re.search(
+        r"worker worker-0: fenced: \w+: worker-0: another process with this tuner id \(\S+\) took over from "
+        r"this one \(\S+\); two workers must not share a tuner id",
+        s.log("worker-0"),
+    ), s.log("worker-0")[-3000:]
+    assert s.wait_exit("chief", 240) == 0, s.chief_log()[-3000:]
+    assert s.wait_exit("worker-0-twin", 30) == 0
+    s.assert_search_complete(3)
+    trials = s.ledger()["trials"]
+    taken_over = [t for t, r in trials.items() if r["attempts"] == 2]
+    assert len(taken_over) == 1 and all(r["attempts"] <= 2 for r in trials.values()), trials
+    assert "a new process" in s.chief_log() and "took over from" in s.chief_log()

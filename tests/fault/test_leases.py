@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -17,9 +18,10 @@ from keras_tuner.engine.trial import TrialStatus
 
 from tuner_service import compat, wire
 from tuner_service.chief.leases import Leases, StaleHolder
+from tuner_service.chief.leases import Superseded as SupersededHolder
 from tuner_service.chief.server import make_server
 from tuner_service.chief.servicer import OracleServicer
-from tuner_service.client import ServiceOracleClient, TrialFenced
+from tuner_service.client import ServiceOracleClient, Superseded, TrialFenced
 from tuner_service.study.ledger import Ledger
 
 pb2 = compat.service_pb2()
@@ -251,3 +253,101 @@ def test_wire_message_keeps_the_tail():
     long = "x" * 10_000 + "ValueError: the end"
     assert wire.encode_message(long).decode().endswith("ValueError: the end")
     assert len(wire.encode_message(long)) == wire.MESSAGE_LIMIT
+
+
+# -- hand-over on SIGTERM and one process per tuner id ----------------------------------------------
+def test_released_trial_is_queued_at_once_without_spending_a_retry(leases):
+    table, oracle, ledger, clock, events = leases
+    tid = _hand_out(table, oracle, ledger, "w0")
+    assert table.release_to_queue(tid, "w0") is True  # no time passes: no lease has to run out
+    assert tid in compat.retry_queue(oracle) and "w0" not in oracle.ongoing_trials
+    assert oracle._run_times[tid] == 0  # not a run: max_retries_per_trial untouched
+    assert "w0" not in oracle.tuner_ids  # the chief will not wait to tell it STOPPED
+    assert table.next_expiry() is None and table.reap() == []
+    record = ledger.trials[tid]
+    assert record.status == "QUEUED" and record.released == 1 and record.reassigned == 0
+    assert ledger.workers["w0"].state == "done"
+    assert events[-1].kind == "trial_reassigned" and events[-1].data == {"reason": "released"}
+    # The next worker gets it; keras-tuner never saw a failure.
+    assert _hand_out(table, oracle, ledger, "w1") == tid
+    assert ledger.trials[tid].attempts == 2 and ledger.trials[tid].tuner_id == "w1"
+
+
+def test_only_the_holder_can_release_and_a_second_release_is_a_no_op(leases):
+    table, oracle, ledger, clock, _ = leases
+    tid = _hand_out(table, oracle, ledger, "w0")
+    with pytest.raises(StaleHolder, match=f"trial {tid} is not held by w1; it is held by w0"):
+        table.release_to_queue(tid, "w1")
+    assert oracle.ongoing_trials["w0"].trial_id == tid
+    assert table.release_to_queue(tid, "w0") is True
+    assert table.release_to_queue(tid, "w0") is False  # already queued (e.g. its lease had run out)
+    assert compat.retry_queue(oracle) == [tid]
+
+
+def test_newest_process_of_a_tuner_id_wins_and_the_older_is_superseded(leases):
+    table, *_ = leases
+    table.identify("w0", "host-a:1")
+    table.identify("w0", "host-a:1")
+    table.identify("w1", "host-c:3")  # other tuner ids are independent
+    table.identify("w0", "host-b:2")  # a replacement pod: it takes over the tuner id
+    table.identify("w0", "host-b:2")
+    with pytest.raises(SupersededHolder, match="another process with this tuner id \\(host-b:2\\) took over"):
+        table.identify("w0", "host-a:1")
+    table.identify("w0", None)  # stock workers name no process: never fenced
+    table.identify(None, "host-a:1")
+
+
+def test_release_over_grpc_resumes_on_the_next_worker(served):
+    servicer, client, _ = served
+    w0, w1 = client("w0"), client("w1")
+    trial = w0.create_trial("w0")
+    w0.report_progress(trial.trial_id, {"val_accuracy": 0.3}, step=0)
+    w0.release_trial(trial.trial_id)
+    assert compat.retry_queue(servicer.oracle) == [trial.trial_id]
+    again = w1.create_trial("w1")
+    assert again.trial_id == trial.trial_id and again.status == TrialStatus.RUNNING
+    record = servicer.ledger.trials[trial.trial_id]
+    assert record.tuner_id == "w1" and record.released == 1 and record.attempts == 2
+    with pytest.raises(TrialFenced, match="not held by w0; it is held by w1"):
+        w0.release_trial(trial.trial_id)
+    w1.update_trial(trial.trial_id, {"val_accuracy": 0.6})
+    trial.status = TrialStatus.COMPLETED
+    w1.end_trial(trial)
+    assert servicer.oracle.get_trial(trial.trial_id).status == TrialStatus.COMPLETED
+
+
+def test_second_process_with_one_tuner_id_takes_over_and_the_first_is_superseded(served):
+    servicer, client, _ = served
+    first, second = client("w0"), client("w0")
+    trial = first.create_trial("w0")
+    first.report_progress(trial.trial_id, {"val_accuracy": 0.1}, step=0)
+    # The second process asks as a restarted pod would: it gets the tuner id's trial (and resumes it).
+    assert second.create_trial("w0").trial_id == trial.trial_id
+    with pytest.raises(Superseded, match="another process with this tuner id .* took over"):
+        first.report_progress(trial.trial_id, {"val_accuracy": 0.2}, step=1)
+    with pytest.raises(Superseded):  # it must stop: asking again would take the trial back
+        first.create_trial("w0")
+    second.report_progress(trial.trial_id, {"val_accuracy": 0.3}, step=1)
+    assert servicer.ledger.trials[trial.trial_id].tuner_id == "w0"
+
+
+def test_release_is_harmless_for_a_stock_chief(tmp_path):
+    """A stock keras-tuner chief answers the release (a GetTrial) and keeps serving."""
+    from keras_tuner.src.distribute import oracle_chief
+
+    oracle = _oracle(tmp_path)
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    compat.service_pb2_grpc().add_OracleServicer_to_server(oracle_chief.OracleServicer(oracle), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        w0 = ServiceOracleClient(oracle, f"127.0.0.1:{port}", "w0", chief_deadline=5)
+        trial = w0.create_trial("w0")
+        w0.release_trial(trial.trial_id)
+        assert oracle.ongoing_trials["w0"].trial_id == trial.trial_id  # stock: nothing moved
+        w1 = ServiceOracleClient(oracle, f"127.0.0.1:{port}", "w1", chief_deadline=5)
+        assert w1.create_trial("w1").trial_id != trial.trial_id  # and the oracle is not locked
+        w0.close()
+        w1.close()
+    finally:
+        server.stop(None)

@@ -12,6 +12,14 @@ The contract (docs/fault-tolerance.md):
   except when the trial is still waiting in the queue, unclaimed: then the reporting worker
   still has its training state, and the trial is re-attached to it.
 * Reports that carry no tuner id (stock keras-tuner workers) are accepted as from the holder.
+* A holder that is told to stop (SIGTERM: spot preemption, a drained node) hands its trial back
+  (:meth:`Leases.release_to_queue`): the trial goes back to the queue at once, as after a lost
+  lease but without waiting for it, and the next worker resumes it from its last epoch backup.
+* One tuner id, one process: each of our workers names its process (``wire.INSTANCE``). The
+  first call from a process the chief has not seen makes it the tuner id's current process (a
+  restarted pod gets its trial back); a call from an earlier process of that id is then fenced
+  with :class:`Superseded` (it must stop, not ask again), so two live processes with one id (two
+  pods of one Job index) never train the same trial side by side (:meth:`Leases.identify`).
 * A restarted chief re-grants the trials that were running to the workers that held them, with
   a fresh lease, so a worker that kept training while the chief was away carries on.
 
@@ -31,7 +39,7 @@ from dataclasses import dataclass
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
-from tuner_service import compat
+from tuner_service import compat, wire
 from tuner_service.study.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,14 @@ log = logging.getLogger(__name__)
 
 class StaleHolder(Exception):
     """A report about a trial from a worker that no longer holds it."""
+
+    metadata: tuple[tuple[str, str], ...] = ()  # sent as the ABORTED answer's trailing metadata
+
+
+class Superseded(StaleHolder):
+    """A call from a process whose tuner id a newer process has taken over: it must stop."""
+
+    metadata = ((wire.FENCE, wire.SUPERSEDED),)
 
 
 @dataclass
@@ -63,6 +79,7 @@ class Leases:
         self.clock = clock
         self.lock = threading.RLock()
         self._leases: dict[str, Lease] = {}  # by trial id
+        self._instances: dict[str, list[str]] = {}  # tuner id -> its processes, in order of first call
 
     # -- queries -------------------------------------------------------------------------
     def next_expiry(self) -> float | None:
@@ -97,6 +114,51 @@ class Leases:
                 + (f"; it was reassigned to {holder}" if holder else "")
                 + f" after {tuner_id} was silent for more than {self.timeout:g}s"
             )
+
+    def identify(self, tuner_id: str | None, instance: str | None) -> None:
+        """A call from process ``instance`` of ``tuner_id``: raise Superseded if a newer one took over.
+
+        keras-tuner hands a tuner id the trial it already holds, so two processes with one id
+        would train one trial side by side and write one backup. The newest process wins, as
+        Kubernetes wants (a replacement pod supersedes the pod it replaces): the first call from an
+        unseen process makes it current. After a chief restart the first process to call is current.
+        Calls without a tuner id or instance (stock workers) are not checked.
+        """
+        if not tuner_id or not instance:
+            return
+        with self.lock:
+            seen = self._instances.setdefault(tuner_id, [])
+            if instance not in seen:
+                if seen:
+                    log.warning("%s: a new process (%s) took over from %s", tuner_id, instance, seen[-1])
+                seen.append(instance)
+                return
+            if instance != seen[-1]:
+                raise Superseded(
+                    f"{tuner_id}: another process with this tuner id ({seen[-1]}) took over from this one "
+                    f"({instance}); two workers must not share a tuner id"
+                )
+
+    def release_to_queue(self, trial_id: str, tuner_id: str) -> bool:
+        """The holder is stopping (SIGTERM) and hands the trial back: queue it for the next worker now.
+
+        What :meth:`reap` does for a lost lease, at once and at the holder's request: no failure is
+        counted and no retry spent (keras-tuner counts runs only in ``end_trial``); the next worker
+        that asks resumes the trial from its last epoch backup. Raises StaleHolder when
+        ``tuner_id`` does not hold it; returns False when it was already queued (its lease had run out).
+        """
+        with self.lock:
+            lease = self._leases.get(trial_id)
+            if lease is None and trial_id in compat.retry_queue(self.oracle):
+                return False
+            if lease is None or lease.tuner_id != tuner_id:
+                holder = f"; it is held by {lease.tuner_id}" if lease else ""
+                raise StaleHolder(f"trial {trial_id} is not held by {tuner_id}{holder}")
+            del self._leases[trial_id]
+            compat.hand_back(self.oracle, trial_id, tuner_id)
+            log.info("trial %s: %s is stopping and handed it back; back to the queue", trial_id, tuner_id)
+            self.ledger.trial_released(trial_id, tuner_id)
+            return True
 
     def release(self, trial_id: str) -> None:
         """The trial ended (completed, failed, or sent for a retry after an error)."""

@@ -109,7 +109,14 @@ def serve_observability(spec: StudySpec, chief: Chief, settings: ChiefSettings, 
         raise UsageError(f"cannot serve metrics or status on {host} ({err})") from None
     endpoints.write(spec.project_dir, host, **bound)
     if settings.linger and settings.metrics_port:
-        stack.callback(time.sleep, settings.linger)  # runs first on exit: both servers still answer
+        stack.callback(_linger, chief, settings.linger)  # runs first on exit: both servers still answer
+
+
+def _linger(chief: Chief, seconds: float) -> None:
+    """Keep /metrics up for a last scrape, unless a signal stopped the chief: then exit at once
+    (SIGTERM comes with a grace period, and a last scrape of an interrupted search adds nothing)."""
+    if chief.stop_signal is None:
+        time.sleep(seconds)
 
 
 def _serve(spec: StudySpec, chief: Chief, tuner: Any, resumed: bool) -> int:

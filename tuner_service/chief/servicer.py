@@ -47,6 +47,7 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
                     raise
         except StaleHolder as err:
             code = "ABORTED"
+            context.set_trailing_metadata(err.metadata)  # why: wire.FENCE (empty for a lost lease)
             context.abort(grpc.StatusCode.ABORTED, f"{method.__name__}: {err}")
         except KeyError as err:
             code = "NOT_FOUND"
@@ -166,6 +167,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         tuner_id = request.tuner_id
         self._refuse_if_failed(context, tuner_id)
         with self.leases.lock:
+            self._fence_superseded(tuner_id, context)
             self.leases.reap()
             trial = self._decide("create_trial", lambda: self.oracle.create_trial(tuner_id))
             if trial.status == TrialStatus.RUNNING:
@@ -193,6 +195,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         md = context.invocation_metadata()
         self._refuse_if_failed(context, wire.get(md, wire.TUNER_ID))
         with self.leases.lock:
+            self._fence_superseded(wire.get(md, wire.TUNER_ID), context)
             self.leases.admit(request.trial_id, wire.get(md, wire.TUNER_ID))
             if wire.get(md, wire.REPORT) == wire.PROGRESS:
                 # The heartbeat: recorded, not scored (the final report is scored, as stock).
@@ -227,6 +230,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
             trial.message = wire.get(md, wire.MESSAGE)
         self._refuse_if_failed(context, wire.get(md, wire.TUNER_ID))
         with self.leases.lock:
+            self._fence_superseded(wire.get(md, wire.TUNER_ID), context)
             self.leases.admit(trial.trial_id, wire.get(md, wire.TUNER_ID))
             try:
                 self._decide("end_trial", lambda: self.oracle.end_trial(trial))
@@ -257,7 +261,25 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
 
     @_rpc
     def GetTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if wire.get(context.invocation_metadata(), wire.REPORT) == wire.RELEASE:
+            self._release(request.trial_id, context)
         return pb2.GetTrialResponse(trial=self.oracle.get_trial(request.trial_id).to_proto())
+
+    # -- our extensions (tuner_service/wire.py) -----------------------------------------------
+    def _release(self, trial_id: str, context: grpc.ServicerContext) -> None:
+        """Our worker is stopping (SIGTERM) and hands its trial back: queue it for the next worker."""
+        md = context.invocation_metadata()
+        tuner_id = wire.get(md, wire.TUNER_ID)
+        if not tuner_id:
+            raise ValueError(f"a release of trial {trial_id} must name its tuner id ({wire.TUNER_ID})")
+        self._refuse_if_failed(context, tuner_id)
+        with self.leases.lock:
+            self._fence_superseded(tuner_id, context)
+            self.leases.release_to_queue(trial_id, tuner_id)
+
+    def _fence_superseded(self, tuner_id: str | None, context: grpc.ServicerContext) -> None:
+        """Raise Superseded for a process whose tuner id a newer process took over (leases.identify)."""
+        self.leases.identify(tuner_id, wire.get(context.invocation_metadata(), wire.INSTANCE))
 
     @_rpc
     def GetBestTrials(self, request: Any, context: grpc.ServicerContext) -> Any:

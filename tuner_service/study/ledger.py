@@ -35,6 +35,7 @@ class TrialRecord:
     message: str | None = None
     reassigned: int = 0  # times its lease ran out and it went back to the queue
     resumed_from: int | None = None  # first epoch trained in the latest attempt, if not 0
+    released: int = 0  # times its worker was stopped (SIGTERM) and handed it back to the queue
 
     @property
     def duration(self) -> float | None:
@@ -54,7 +55,8 @@ class WorkerRecord:
 class Event:
     # trial_started | trial_reported | trial_ended | worker_seen | search_state, and
     # trial_reassigned (a silent worker's trial goes back to the queue; data: {"reason": ...,
-    # "silent_for": seconds}) | trial_reattached (a queued trial went back to its late worker).
+    # "silent_for": seconds}; or {"reason": "released"}: a stopping worker handed it back) |
+    # trial_reattached (a queued trial went back to its late worker).
     kind: str
     time: float
     tuner_id: str | None = None
@@ -207,6 +209,23 @@ class Ledger:
                 {"reason": "lease expired", "silent_for": silent_for},
             )
         )
+        self.save()
+
+    def trial_released(self, trial_id: str, tuner_id: str) -> None:
+        """A stopping worker (SIGTERM) handed the trial back: it waits in the queue for the next.
+
+        Emitted as a ``trial_reassigned`` event (reason ``released``): the trial moves, as after a
+        lost lease, only sooner. The worker is leaving: ``done``, not missing.
+        """
+        with self._lock:
+            record = self.trials.get(trial_id) or self.trials.setdefault(
+                trial_id, TrialRecord(trial_id, tuner_id)
+            )
+            record.status = "QUEUED"
+            record.released += 1
+            worker = self._worker(tuner_id)
+            worker.state, worker.trial_id = "done", None
+        self._emit(Event("trial_reassigned", time.time(), tuner_id, trial_id, {"reason": "released"}))
         self.save()
 
     def trial_reattached(self, trial_id: str, tuner_id: str) -> None:
