@@ -25,6 +25,8 @@ METRICS_PORT = "TUNER_SERVICE_METRICS_PORT"  # the process's /metrics port (0: o
 STATUS_PORT = "TUNER_SERVICE_STATUS_PORT"  # the chief's status API port (0: off)
 # Seconds a chief or worker keeps serving /metrics after its work, so a last scrape sees final values.
 METRICS_LINGER = "TUNER_SERVICE_METRICS_LINGER"
+# Set by `tuner-service run` for its children: the pid they must not outlive (die_with_parent).
+PARENT_PID = "TUNER_SERVICE_PARENT_PID"
 AUTH_TOKEN = "TUNER_SERVICE_AUTH_TOKEN"  # bearer token for the chief's gRPC ports
 # The gRPC metadata that carries it: ``authorization: Bearer <token>``.
 AUTH_METADATA = "authorization"
@@ -97,6 +99,30 @@ class Role:
     def export(self, environ: MutableMapping[str, str] | None = None) -> None:
         """keras-tuner's Tuner reads the contract from os.environ; make it complete."""
         (os.environ if environ is None else environ).update(self.env())
+
+
+def die_with_parent(environ: MutableMapping[str, str]) -> None:
+    """End this process (SIGTERM) when its parent ``$TUNER_SERVICE_PARENT_PID`` dies, even by SIGKILL.
+
+    ``tuner-service run`` sets the variable for its chief and workers; their entry point calls
+    this first thing. Linux's ``PR_SET_PDEATHSIG`` delivers the signal when the parent exits; a
+    parent that died before this call is seen by ``getppid()``. The variable is removed, so
+    nothing this process starts inherits it. A no-op elsewhere (no prctl).
+    """
+    raw = environ.pop(PARENT_PID, "")
+    if not raw.isdigit():
+        return
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(raw):  # the parent is already gone: nobody would signal us
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def env_port(environ: Mapping[str, str], name: str, default: int) -> int:
