@@ -388,17 +388,16 @@ def run_search(
     """A local chief + ``workers`` search with a live table (``run`` and ``experiment``); its exit code."""
     if workers < 1:
         raise UsageError("--workers must be at least 1")
+    finished = None if fresh else finished_search(spec)
+    if finished is not None and not extends(spec, finished):
+        print(finished_line(spec, finished))
+        return process.EXIT_OK
     run = LocalRun(spec, config, overrides, workers=workers, verbose=verbose)
-    run.plan_ports()  # before TensorFlow loads and before anything is written
+    run.plan_ports()  # before TensorFlow loads and before anything is written or removed
     if fresh:
         start_over(spec)
-    else:
-        snap = finished_search(spec)
-        if snap is not None and not extends(spec, snap):
-            print(finished_line(spec, snap))
-            return process.EXIT_OK
-        if snap is not None:
-            print(f"study {spec.name!r}: extending the finished search to {spec.max_trials} trials")
+    elif finished is not None:
+        print(f"study {spec.name!r}: extending the finished search to {spec.max_trials} trials")
     if not spec.is_seed_model:
         # Fail fast, in this process, on a user model that cannot be imported or called.
         from tuner_service.models import load_hypermodel

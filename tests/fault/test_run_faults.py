@@ -136,7 +136,9 @@ def test_killed_worker_search_completes_and_run_says_where_its_trial_went(
     moved = wait_for("worker-0 two epochs into a trial", worker0_two_epochs_in, 180)
     worker0 = next(pid for pid in run.children if b"worker-0" in Path(f"/proc/{pid}/environ").read_bytes())
     os.kill(worker0, signal.SIGKILL)
+    killed = time.monotonic()
     code, out, err = run.finish(timeout=240)
+    print(f"\nworker SIGKILL under run: search finished, run exited 0 {time.monotonic() - killed:.1f}s later")
     assert code == 0, err[-3000:]
     ledger = run.ledger()
     assert ledger["state"] == "finished" and ledger["counts"] == {"COMPLETED": 3}
