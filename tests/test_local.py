@@ -85,3 +85,10 @@ def test_quiet_settings_reach_children_and_verbose_keeps_them() -> None:
     env = {}
     quiet.configure(True, env)
     assert env["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
+def test_a_second_signal_does_not_cut_the_ordered_stop_short() -> None:
+    with local._signals_stop_us(ignore=True):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            os.kill(os.getpid(), sig)  # ignored: the process lives on
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -298,8 +298,9 @@ def _reap(procs: list[Proc], timeout: float, *, terminate_first: bool = False) -
 
 
 @contextmanager
-def _signals_stop_us() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise :class:`Stopped` in the main thread (SIGINT: KeyboardInterrupt)."""
+def _signals_stop_us(*, ignore: bool = False) -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Stopped` in the main thread (SIGINT: KeyboardInterrupt);
+    with ``ignore``, all three are ignored (while the children are being stopped in order)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -307,7 +308,8 @@ def _signals_stop_us() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         raise Stopped(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    sigs = (signal.SIGTERM, signal.SIGHUP, *((signal.SIGINT,) if ignore else ()))
+    previous = {sig: signal.signal(sig, signal.SIG_IGN if ignore else handler) for sig in sigs}
     try:
         yield
     finally:
@@ -420,7 +422,7 @@ def run_search(
             f"interrupted ({signal.Signals(signum).name}): stopping workers, then the chief...",
             file=sys.stderr,
         )
-        with _signals_stop_us():  # a second signal does not cut the ordered stop short
+        with _signals_stop_us(ignore=True):  # a second signal does not cut the ordered stop short
             run.stop()
         return 128 + signum
     return _verdict(run, code)
