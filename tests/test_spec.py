@@ -165,3 +165,15 @@ def test_a_callable_that_is_not_build_hp_is_refused_before_any_process_starts(tm
     err = _run_exits_2(tmp_path, "--config", str(path), timeout=120)
     assert "model 'os:getcwd': expected a keras_tuner.HyperModel subclass or instance, or a build(hp)" in err
     assert "getcwd() cannot be called with one argument (hp)" in err
+
+
+def test_a_directory_that_is_a_file_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("not a folder")
+    path = _write(tmp_path, {"name": "s", "model": "mlp", "directory": str(tmp_path / "out")})
+    result = cli("run", "--config", str(path), "--workers", "1", timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (
+        f"directory '{tmp_path / 'out'}': cannot create {tmp_path / 'out' / 's' / 'logs'} (Not a directory)"
+        in (result.stderr)
+    )
+    assert "Traceback" not in result.stderr

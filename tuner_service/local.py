@@ -407,6 +407,12 @@ def run_search(
         load_hypermodel(spec.model)
     from tuner_service.progress import Progress
 
+    try:
+        run.log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # `directory` is a file, read-only, full...
+        raise UsageError(
+            f"directory {spec.directory!r}: cannot create {run.log_dir} ({err.strerror})"
+        ) from None
     print(f"study {spec.name!r}: chief + {workers} workers, logs in {run.log_dir}")
     progress = Progress(spec, enabled=show_progress)
     try:
