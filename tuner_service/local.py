@@ -455,7 +455,12 @@ def _verdict(run: LocalRun, code: int) -> int:
         for line in lines:  # the search finished without them
             print(f"note: {line}", file=sys.stderr)
         return code
-    print(f"search failed (exit {code}); logs in {run.log_dir}", file=sys.stderr)
+    what = (
+        "the chief refused the study (exit 2)"
+        if code == process.EXIT_USAGE
+        else f"search failed (exit {code})"
+    )
+    print(f"{what}; logs in {run.log_dir}", file=sys.stderr)
     for line in lines:
         print(f"  {line}", file=sys.stderr)
     return code

@@ -63,3 +63,13 @@ class BrokenInWorkers(SlowMLP):
         super().__init__()
         if os.environ.get("KERASTUNER_TUNER_ID", "").startswith("worker"):
             raise OSError("injected: the worker cannot read its data")
+
+
+class RefusedByChief(SlowMLP):
+    """Fine in `run`'s own check and in workers; the chief refuses it as bad input (exit 2), as it
+    refuses a study another chief holds: `run` must say why and exit 2 at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        if os.environ.get("KERASTUNER_TUNER_ID") == "chief":
+            raise TypeError("injected: the chief refuses this model")

@@ -120,6 +120,21 @@ def test_no_worker_left_ends_run_within_seconds_with_each_workers_error(
     print(f"\nno worker left: run ended {ended_in:.1f}s after the last worker exited")
 
 
+def test_chief_refusing_the_study_ends_run_at_once_with_its_error(tmp_path: Path, runs, keras_home) -> None:
+    study = write_study(tmp_path, model="tests.fault.fault_models:RefusedByChief", max_trials=2)
+    run = runs(study, "--workers", "2")
+    children = run.wait_for_children(3)
+    code, _, err = run.finish(timeout=180)
+    assert code == 2, err[-3000:]
+    assert "the chief refused the study (exit 2); logs in " in err
+    assert (
+        "chief exited 2: tuner-service chief: model 'tests.fault.fault_models:RefusedByChief': "
+        "cannot instantiate without arguments: injected: the chief refuses this model"
+    ) in err, err[-3000:]
+    assert "worker-0" not in err  # stopped by run, not failed: nothing to say about them
+    assert not [pid for pid in children if alive(pid)]
+
+
 def test_killed_worker_search_completes_and_run_says_where_its_trial_went(
     tmp_path: Path, runs, keras_home
 ) -> None:
