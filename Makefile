@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Offline machines use the Fashion-MNIST sample beside the repo; elsewhere Keras downloads it.
 SHARED_KERAS := $(abspath ../shared/data/keras)
 export KERAS_HOME ?= $(if $(wildcard $(SHARED_KERAS)/datasets),$(SHARED_KERAS),$(HOME)/.keras)
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 STUDY ?= examples/mlp-quick.yaml
 WORKERS ?= 2

@@ -34,7 +34,7 @@ def _keras_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # Keras reads KERAS_HOME at import time; subprocesses get it from their env.
     if SHARED_KERAS_HOME.is_dir():
         monkeypatch.setenv("KERAS_HOME", str(SHARED_KERAS_HOME))
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # as the CLI sets it (quiet.py)
 
 
 def tiny_study(tmp_path: Path, **overrides: Any) -> Path:

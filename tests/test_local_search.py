@@ -175,3 +175,125 @@ def test_a_loss_objective_is_minimised_end_to_end(tmp_path: Path) -> None:
     assert status.returncode == 0, status.stderr[-2000:]
     best = json.loads(status.stdout)["status"]["best"]
     assert best["trial_id"] == lowest and best["score"] == pytest.approx(scores[lowest])
+
+
+# -- the study's ports, a finished study, TensorFlow's noise (issue 15) ------------------------
+def _imports_tensorflow(stderr: str) -> bool:
+    """From ``python -X importtime`` output: whether TensorFlow was imported."""
+    return any(line.rstrip().endswith("| tensorflow") for line in stderr.splitlines())
+
+
+def test_busy_ports_are_named_before_tensorflow_loads_and_nothing_is_written(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-X", "importtime", "-m", "tuner_service", *args]
+        env = {**os.environ, **(env or {})}
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        study = tiny_study(tmp_path, metrics_port=port)
+        result = run("run", "--config", str(study), "--workers", "1")
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert f"tuner-service run: metrics_port {port} on 127.0.0.1 is busy (Address already in use)" in (
+            result.stderr
+        )
+        assert not _imports_tensorflow(result.stderr)
+
+        study = tiny_study(tmp_path, status_port=port)
+        env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+        result = run("chief", "--config", str(study), env=env)
+        assert result.returncode == 2, result.stderr[-2000:]
+        expected = (
+            f"KERASTUNER_ORACLE_PORT {port} on 127.0.0.1 is busy (Address already in use); status_port {port}"
+        )
+        assert expected in result.stderr
+        assert not _imports_tensorflow(result.stderr)
+    assert not (tmp_path / "studies").exists()
+
+
+def _no_tensorflow_noise(text: str) -> None:
+    for noise in ("absl::InitializeLog", "I0000 ", "E0000 ", "oneDNN custom operations", "cuInit"):
+        assert noise not in text, f"{noise!r} in:\n{text[-2000:]}"
+
+
+def test_run_serves_the_studys_ports_and_a_finished_study_is_rerun_only_on_purpose(tmp_path: Path) -> None:
+    import shlex
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.conftest import REPO
+    from tuner_service.local import free_port
+
+    metrics_port, status_port = free_port(), free_port()
+    study = tiny_study(tmp_path, max_trials=2, epochs=2, metrics_port=metrics_port, status_port=status_port)
+    project = tmp_path / "studies" / "demo-1"
+    argv = [sys.executable, "-m", "tuner_service", "run", "--config", str(study), "--workers", "1"]
+    argv += ["--no-progress", "--set", "name=demo-1"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    scraped = ""
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline and "tuner_service_trials" not in scraped:
+        try:
+            with urllib.request.urlopen(f"http://localhost:{metrics_port}/metrics", timeout=2) as answer:
+                scraped = answer.read().decode()
+        except OSError:
+            time.sleep(0.2)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert 'tuner_service_trials_max{study="demo-1"} 2.0' in scraped  # the README's curl works
+    assert f"metrics: http://127.0.0.1:{metrics_port}/metrics" in out
+    watch = shlex.join(["tuner-service", "status", "--config", str(study), "--set", "name=demo-1", "--watch"])
+    assert f"status:  127.0.0.1:{status_port}; watch it: {watch}" in out
+    _no_tensorflow_noise(err)
+    for log in (project / "logs").glob("*.log"):
+        _no_tensorflow_noise(log.read_text())
+        assert "Running Trial #" not in log.read_text()  # keras-tuner's 1-based count is off
+
+    # Run again: nothing is touched, the results are shown.
+    state = (project / "service_state.json").read_bytes()
+    logs = {p.name: p.read_bytes() for p in (project / "logs").glob("*.log")}
+    again = cli("run", "--config", str(study), "--set", "name=demo-1", "--no-progress", timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "study 'demo-1' is finished: 2 trials completed, best val_accuracy " in again.stdout
+    assert "To start over: --fresh, or --set max_trials=N (N > 2)." in again.stdout
+    assert "trials completed" in again.stdout and "worker-0" in again.stdout  # the results table
+    assert (project / "service_state.json").read_bytes() == state
+    assert {p.name: p.read_bytes() for p in (project / "logs").glob("*.log")} == logs
+
+    # Extend it on purpose: the oracle goes on, the ledger keeps its workers' records.
+    more = cli(
+        "run", "--config", str(study), "--set", "name=demo-1", "--set", "max_trials=3", "--workers", "1"
+    )
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "study 'demo-1': extending the finished search to 3 trials" in more.stdout
+    ledger = json.loads((project / "service_state.json").read_text())
+    assert ledger["counts"] == {"COMPLETED": 3} and ledger["max_trials"] == 3
+    assert ledger["workers"]["worker-0"]["trials_completed"] == 3
+    assert _results(tmp_path, "demo-1")["trials_completed"] == 3
+
+    # --fresh: refused while a chief serves the study, then starts over.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "tuner_service"])
+    try:
+        (project / "endpoints.json").write_text(json.dumps({"pid": sleeper.pid, "host": "127.0.0.1"}))
+        refused = cli("run", "--config", str(study), "--set", "name=demo-1", "--fresh", timeout=60)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"--fresh: a chief (pid {sleeper.pid}) is running on {project}; stop it first" in refused.stderr
+    assert (project / "service_state.json").exists()
+    fresh = cli("run", "--config", str(study), "--set", "name=demo-1", "--set", "max_trials=1", "--fresh")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert f"study 'demo-1': removed {project} (--fresh)" in fresh.stdout
+    assert json.loads((project / "service_state.json").read_text())["counts"] == {"COMPLETED": 1}

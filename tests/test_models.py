@@ -106,6 +106,10 @@ def test_user_models_as_function_class_and_instance() -> None:
         ("no_such_pkg.models:build", "cannot import module 'no_such_pkg.models'"),
         ("tests.fixtures.user_models:missing", "has no attribute 'missing'"),
         ("tests.fixtures.user_models:NOT_A_MODEL", "expected a keras_tuner.HyperModel"),
+        # Callables that cannot be build(hp): refused at start-up, not in the first trial.
+        ("os:getcwd", r"cannot be called with one argument \(hp\)|signature .* cannot be read"),
+        ("tests.fixtures.user_models:two_arguments", r"two_arguments\(hp, shape\) cannot be called"),
+        ("tests.fixtures.user_models:NotAHyperModel", "got class NotAHyperModel"),
     ],
 )
 def test_bad_user_model_refs_are_clear(ref: str, message: str) -> None:

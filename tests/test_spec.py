@@ -79,6 +79,15 @@ BAD_STUDIES = {
     "bad model ref": ({"model": "not a model"}, "model: must be 'mlp', 'cnn' or 'package.module:attr'"),
     "bad name": ({"name": "My Study"}, "name: must be lower-case"),
     "bad port": ({"metrics_port": 70000}, "metrics_port: Input should be less than or equal to 65535"),
+    # Strict types: YAML's true is not 1 epoch, 1 is not true.
+    "bool as int": ({"epochs": True}, "epochs: Input should be a valid integer, got true"),
+    "int as bool": ({"baseline": 1}, "baseline: Input should be a valid boolean, got 1"),
+    "float as int": ({"batch_size": 32.5}, "batch_size: Input should be a valid integer, got 32.5"),
+    # status.proto carries trial counts as int32.
+    "huge max_trials": (
+        {"max_trials": 3_000_000_000},
+        "max_trials: Input should be less than or equal to 1000000",
+    ),
 }
 
 
@@ -140,3 +149,50 @@ def test_a_typo_in_any_nested_section_is_an_error_naming_it(section: str, typo: 
         spec.validate({"name": "s", "model": "mlp", section: typo})
     [problem] = err.value.problems
     assert problem == f"{section}.{bad_key}: unknown key"
+
+
+def _run_exits_2(tmp_path: Path, *args: str, timeout: float = 60) -> str:
+    """``run`` with ``args``: exit 2, no traceback, nothing written; its stderr."""
+    result = cli("run", *args, "--set", f"directory={tmp_path / 'out'}", "--workers", "1", timeout=timeout)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    return result.stderr
+
+
+def test_a_binary_study_file_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_bytes(b"name: s\nmodel: mlp\n\xff\xfe\x00\x81")
+    assert "not a text file (byte 19 is not UTF-8)" in _run_exits_2(tmp_path, "--config", str(path))
+
+
+def test_duplicate_keys_are_rejected_with_the_key_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text("name: s\nmodel: mlp\nepochs: 3\ndata:\n  validation_split: 0.1\nepochs: 30\n")
+    err = _run_exits_2(tmp_path, "--config", str(path))
+    assert "duplicate key 'epochs' (line 6; first on line 3)" in err
+
+
+def test_bad_yaml_in_set_exits_2(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"name": "s", "model": "mlp"})
+    err = _run_exits_2(tmp_path, "--config", str(path), "--set", "data={validation_split: [0.1")
+    assert "--set: 1 problem in the study file:\n  - data: not valid YAML: " in err
+
+
+def test_a_callable_that_is_not_build_hp_is_refused_before_any_process_starts(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"name": "s", "model": "os:getcwd"})
+    err = _run_exits_2(tmp_path, "--config", str(path), timeout=120)
+    assert "model 'os:getcwd': expected a keras_tuner.HyperModel subclass or instance, or a build(hp)" in err
+    assert "getcwd() cannot be called with one argument (hp)" in err
+
+
+def test_a_directory_that_is_a_file_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("not a folder")
+    path = _write(tmp_path, {"name": "s", "model": "mlp", "directory": str(tmp_path / "out")})
+    result = cli("run", "--config", str(path), "--workers", "1", timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (
+        f"directory '{tmp_path / 'out'}': cannot create {tmp_path / 'out' / 's' / 'logs'} (Not a directory)"
+        in (result.stderr)
+    )
+    assert "Traceback" not in result.stderr

@@ -16,13 +16,14 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 
-from tuner_service import process
+from tuner_service import process, quiet
 from tuner_service import spec as spec_module
 from tuner_service.process import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _prepare_tensorflow(verbose: bool) -> None:
+    """Before TensorFlow loads: its backend, and its C++ noise off unless ``-v`` (see quiet.py)."""
+    quiet.configure(verbose)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
@@ -47,7 +48,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tuner_service.local import run_search
 
     spec = _load_spec(args)
-    code = run_search(spec, args.config, args.set, workers=args.workers, show_progress=not args.no_progress)
+    code = run_search(
+        spec,
+        args.config,
+        args.set,
+        workers=args.workers,
+        show_progress=not args.no_progress,
+        fresh=args.fresh,
+        verbose=args.verbose,
+    )
     if code != 0:
         return code
     from tuner_service.results import load_results
@@ -158,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     _study_args(p)
     p.add_argument("--workers", "-w", type=int, default=2)
     p.add_argument("--no-progress", action="store_true", help="plain log lines, no live table")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: remove the study's directory (its previous search) first",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("chief", help="pod entrypoint: serve the oracle (env: KERASTUNER_*)")
@@ -269,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The program entry. With ``argv=None`` (a real process) the pod entrypoints ``chief`` and
     ``worker`` exit at once when done (see :func:`_exit_now`); callers in-process pass ``argv``.
     """
+    if argv is None:
+        process.die_with_parent(os.environ)  # a child of `run` never outlives it
     code = _main(argv)
     if argv is None and sys.argv[1:2] and _is_pod_entrypoint(sys.argv[1:]):
         _exit_now(code)
@@ -287,7 +303,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    _quiet_tensorflow()
+    _prepare_tensorflow(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

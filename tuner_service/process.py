@@ -25,6 +25,13 @@ METRICS_PORT = "TUNER_SERVICE_METRICS_PORT"  # the process's /metrics port (0: o
 STATUS_PORT = "TUNER_SERVICE_STATUS_PORT"  # the chief's status API port (0: off)
 # Seconds a chief or worker keeps serving /metrics after its work, so a last scrape sees final values.
 METRICS_LINGER = "TUNER_SERVICE_METRICS_LINGER"
+# Set by `tuner-service run` for its children: the pid they must not outlive (die_with_parent).
+PARENT_PID = "TUNER_SERVICE_PARENT_PID"
+# "1": a worker that sees no GPU exits 2 at start-up instead of silently training on the CPU.
+REQUIRE_GPU = "TUNER_SERVICE_REQUIRE_GPU"
+# Seconds a worker told to stop (SIGTERM) may take to finish its current epoch before it stops
+# at once and leaves its trial to the last epoch's backup (tuner_service/handover.py).
+HANDOVER_SECONDS = "TUNER_SERVICE_HANDOVER_SECONDS"
 # Security of the chief's gRPC ports (tuner_service/auth.py reads them; docs/security.md).
 AUTH_TOKEN = "TUNER_SERVICE_AUTH_TOKEN"  # the bearer token a client sends; the chief accepts it
 AUTH_TOKENS_FILE = "TUNER_SERVICE_AUTH_TOKENS_FILE"  # tokens the chief accepts, one per line
@@ -36,11 +43,6 @@ TLS_CLIENT_CA = "TUNER_SERVICE_TLS_CLIENT_CA"  # mutual TLS: the chief requires 
 TLS_CLIENT_CERT = "TUNER_SERVICE_TLS_CLIENT_CERT"
 TLS_CLIENT_KEY = "TUNER_SERVICE_TLS_CLIENT_KEY"
 # The gRPC metadata that carries the token: ``authorization: Bearer <token>`` (keys are lower case).
-# "1": a worker that sees no GPU exits 2 at start-up instead of silently training on the CPU.
-REQUIRE_GPU = "TUNER_SERVICE_REQUIRE_GPU"
-# Seconds a worker told to stop (SIGTERM) may take to finish its current epoch before it stops
-# at once and leaves its trial to the last epoch's backup (tuner_service/handover.py).
-HANDOVER_SECONDS = "TUNER_SERVICE_HANDOVER_SECONDS"
 AUTH_METADATA = "authorization"
 AUTH_SCHEME = "Bearer "
 
@@ -115,6 +117,30 @@ class Role:
     def export(self, environ: MutableMapping[str, str] | None = None) -> None:
         """keras-tuner's Tuner reads the contract from os.environ; make it complete."""
         (os.environ if environ is None else environ).update(self.env())
+
+
+def die_with_parent(environ: MutableMapping[str, str]) -> None:
+    """End this process (SIGTERM) when its parent ``$TUNER_SERVICE_PARENT_PID`` dies, even by SIGKILL.
+
+    ``tuner-service run`` sets the variable for its chief and workers; their entry point calls
+    this first thing. Linux's ``PR_SET_PDEATHSIG`` delivers the signal when the parent exits; a
+    parent that died before this call is seen by ``getppid()``. The variable is removed, so
+    nothing this process starts inherits it. A no-op elsewhere (no prctl).
+    """
+    raw = environ.pop(PARENT_PID, "")
+    if not raw.isdigit():
+        return
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(raw):  # the parent is already gone: nobody would signal us
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def env_port(environ: Mapping[str, str], name: str, default: int) -> int:

@@ -1,11 +1,15 @@
 """The study file: load, apply `--set` overrides, validate, report every problem at once.
 
 A study file is plain YAML (the same text can be a Kubernetes ConfigMap key). Validation is
-done by pydantic models with ``extra="forbid"`` so a typo is an error, not a silent default.
+done by pydantic models with ``extra="forbid"`` so a typo is an error, not a silent default, and
+``strict=True`` so a value of the wrong type is one too (``epochs: true`` is not 1 epoch,
+``baseline: 1`` not ``true``). A key given twice in one mapping is an error (YAML would keep the
+last one silently).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,6 +21,8 @@ _MODEL_REF = re.compile(r"^(mlp|cnn|[A-Za-z_][\w.]*:[A-Za-z_][\w.]*)$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 Port = Annotated[int, Field(ge=0, le=65535)]
+# status.proto carries trial counts as int32; a budget far beyond any real search is a typo.
+MAX_TRIALS = 1_000_000
 
 
 class SpecError(Exception):
@@ -31,7 +37,7 @@ class SpecError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class BayesianTuner(_Strict):
@@ -109,7 +115,7 @@ class StudySpec(_Strict):
     model: str
     tuner: TunerSpec = Field(default_factory=BayesianTuner)
     objective: str = "val_accuracy"
-    max_trials: int = Field(10, ge=1)
+    max_trials: int = Field(10, ge=1, le=MAX_TRIALS)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
     executions_per_trial: int = Field(1, ge=1)
@@ -181,6 +187,32 @@ class StudySpec(_Strict):
         return self.model in ("mlp", "cnn")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {line}; first on line {seen[key]})"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml(text: str) -> Any:
+    """One YAML document, keys unique (raises yaml.YAMLError)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_error(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line."""
+    return " ".join(str(err).split())
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """Turn ``["tuner.type=random", "max_trials=5"]`` into a nested dict (values are YAML)."""
     out: dict[str, Any] = {}
@@ -194,7 +226,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise SpecError("--set", [f"{key}: conflicts with another --set"])
-        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+        try:
+            node[parts[-1]] = _yaml(raw) if raw else ""
+        except yaml.YAMLError as err:
+            raise SpecError("--set", [f"{key}: not valid YAML: {_yaml_error(err)}"]) from None
     return out
 
 
@@ -224,17 +259,26 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _is_union_tag(part: Any) -> bool:
+    return part in ("bayesian", "random", "hyperband", "bool", "int", "float", "str") or str(part).startswith(
+        "literal["
+    )
+
+
 def _format(err: ValidationError) -> list[str]:
-    problems = []
+    problems: dict[str, list[str]] = {}  # one line per path: a union's members say "or"
     for e in err.errors():
-        # Drop pydantic's union-member tags (e.g. "bayesian") so paths read like the file.
-        loc = [str(p) for p in e["loc"] if p not in ("bayesian", "random", "hyperband")]
+        # Drop pydantic's union-member tags ("bayesian", "bool", "literal['auto']") so paths
+        # read like the file.
+        loc = [str(p) for p in e["loc"] if not _is_union_tag(p)]
         path = ".".join(loc) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        problems.append(f"{path}: {msg}")
-    return problems
+        elif e["type"].endswith("_type"):  # strict types: say what was given, as YAML spells it
+            msg = f"{msg}, got {json.dumps(e['input'], default=str)}"
+        problems.setdefault(path, []).append(msg)
+    return [f"{path}: {' or '.join(dict.fromkeys(msgs))}" for path, msgs in problems.items()]
 
 
 def validate(raw: Any, source: str = "study") -> StudySpec:
@@ -252,13 +296,15 @@ def load(path: str | Path | None, overrides: list[str] | None = None) -> StudySp
     source = str(path) if path else "--set"
     if path is not None:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as err:
             raise SpecError(source, [f"cannot read: {err.strerror}"]) from None
+        except UnicodeDecodeError as err:
+            raise SpecError(source, [f"not a text file (byte {err.start} is not UTF-8)"]) from None
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = _yaml(text) or {}
         except yaml.YAMLError as err:
-            raise SpecError(source, [f"not valid YAML: {err}"]) from None
+            raise SpecError(source, [f"not valid YAML: {_yaml_error(err)}"]) from None
     if overrides:
         if not isinstance(raw, dict):
             raise SpecError(source, ["(top level): expected a mapping of study keys"])

@@ -39,6 +39,15 @@ def make_objective(name: str) -> keras_tuner.Objective:
 
 
 def build_oracle(spec: StudySpec) -> keras_tuner.Oracle:
+    oracle = _oracle(spec)
+    # keras-tuner's console display is off: it numbers trials from 1 ("Running Trial #1" for
+    # trial 0) beside the 0-based trial ids every other line uses; the chief logs each trial's
+    # end by id, and trial.json holds its hyperparameters.
+    oracle.verbose = 0
+    return oracle
+
+
+def _oracle(spec: StudySpec) -> keras_tuner.Oracle:
     common: dict[str, Any] = {
         "objective": make_objective(spec.objective),
         "seed": spec.seed,

@@ -53,3 +53,23 @@ class SlowMLP(keras_tuner.HyperModel):
         _maybe_fail()
         pace = _Pace(float(os.environ.get("FAULT_EPOCH_SECONDS", "0")))
         return model.fit(*args, callbacks=[pace, *(callbacks or [])], **kwargs)
+
+
+class BrokenInWorkers(SlowMLP):
+    """Fine in the chief (and in `run`'s own check), but every worker fails at start-up, as when
+    its data or storage cannot be read: the chief is left with no worker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        if os.environ.get("KERASTUNER_TUNER_ID", "").startswith("worker"):
+            raise OSError("injected: the worker cannot read its data")
+
+
+class RefusedByChief(SlowMLP):
+    """Fine in `run`'s own check and in workers; the chief refuses it as bad input (exit 2), as it
+    refuses a study another chief holds: `run` must say why and exit 2 at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        if os.environ.get("KERASTUNER_TUNER_ID") == "chief":
+            raise TypeError("injected: the chief refuses this model")

@@ -22,8 +22,10 @@ def test_chief_with_a_busy_metrics_port_is_a_usage_error(tmp_path: Path, keras_h
         }
         result = cli("chief", "--config", str(study), env=env, timeout=180)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "cannot serve metrics or status on 127.0.0.1" in result.stderr
+    busy_port = env["TUNER_SERVICE_METRICS_PORT"]
+    assert f"metrics_port {busy_port} on 127.0.0.1 is busy (Address already in use)" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "studies").exists()  # checked before anything is written
 
 
 def test_bad_linger_is_a_usage_error(tmp_path: Path, keras_home: Path) -> None:

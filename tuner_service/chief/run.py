@@ -50,10 +50,17 @@ class ChiefSettings:
             security=ServerSecurity.from_env(environ),
         )
 
+    def check_ports(self) -> None:
+        from tuner_service.ports import check_free
+
+        named = {"metrics_port": self.metrics_port, "status_port": self.status_port}
+        check_free(self.role.oracle_ip, {process.ORACLE_PORT: self.role.oracle_port, **named})
+
 
 def run_chief(spec: StudySpec, environ: Mapping[str, str]) -> int:
     """Serve the study's search until it is over; the process's exit code."""
     settings = ChiefSettings.from_env(spec, environ)  # before TensorFlow loads
+    settings.check_ports()  # a busy port: one line naming it, nothing written
     from tuner_service import compat, compute
     from tuner_service.chief.chief import Chief
     from tuner_service.models import load_hypermodel

@@ -40,9 +40,34 @@ def load_hypermodel(ref: str) -> keras_tuner.HyperModel | Callable[..., Any]:
             return obj()
         except TypeError as err:
             raise ModelError(f"model {ref!r}: cannot instantiate without arguments: {err}") from None
-    if isinstance(obj, keras_tuner.HyperModel) or (callable(obj) and not inspect.isclass(obj)):
+    if isinstance(obj, keras_tuner.HyperModel):
         return obj
-    raise ModelError(
-        f"model {ref!r}: expected a keras_tuner.HyperModel subclass or instance, "
-        f"or a build(hp) function; got {type(obj).__name__}"
-    )
+    expected = "expected a keras_tuner.HyperModel subclass or instance, or a build(hp) function"
+    if not callable(obj) or inspect.isclass(obj):
+        raise ModelError(f"model {ref!r}: {expected}; got {_describe(obj)}")
+    problem = _build_signature_problem(obj)
+    if problem:
+        raise ModelError(f"model {ref!r}: {expected}; {problem}")
+    return obj
+
+
+def _describe(obj: Any) -> str:
+    return f"class {obj.__name__}" if inspect.isclass(obj) else type(obj).__name__
+
+
+def _build_signature_problem(func: Callable[..., Any]) -> str | None:
+    """Why ``func`` cannot be called as ``build(hp)``, or None if it can.
+
+    Checked here, at start-up, because keras-tuner would only call it in the first trial (after
+    the data has loaded and the workers have started) and fail there with a TypeError.
+    """
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return f"the signature of {_describe(func)} {func!r} cannot be read (a builtin?)"
+    try:
+        signature.bind(object())
+    except TypeError:
+        name = getattr(func, "__name__", _describe(func))
+        return f"{name}({', '.join(signature.parameters)}) cannot be called with one argument (hp)"
+    return None

@@ -1,8 +1,8 @@
 """Where a running chief serves its status API and metrics, recorded in the study's directory.
 
-``tuner-service run`` gives the chief free ports, so the study file's ``status_port`` is not
-always where it listens; the chief writes ``endpoints.json`` beside ``service_state.json`` and
-``tuner-service status --config`` reads it.
+The study file's ``status_port`` is not always where the chief listens (``tuner-service run``
+picks a free port for a 0; a pod's environment may override it), so the chief writes
+``endpoints.json`` beside ``service_state.json`` and ``tuner-service status --config`` reads it.
 """
 
 from __future__ import annotations

@@ -104,6 +104,10 @@ class StudyDir:
     def logs(self) -> Path:
         return self.root / LOGS
 
+    def looks_like_study(self) -> bool:
+        """Whether the folder holds a search's state (so removing it removes a study, nothing else)."""
+        return self.oracle.exists() or self.state.exists() or bool(self.trial_files())
+
     def trial_dir(self, trial_id: str) -> Path:
         return self.root / f"{TRIAL_DIR_PREFIX}{trial_id}"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +326,11 @@ class Ledger:
             for tid, rec in data.get("trials", {}).items():
                 rec.pop("duration", None)
                 self.trials[tid] = TrialRecord(**rec)
+            # Workers too: a search extended (more max_trials) or resumed keeps who ran what;
+            # a worker that comes back updates its own record.
+            known = {f.name for f in fields(WorkerRecord)}
+            for tuner_id, rec in data.get("workers", {}).items():
+                self.workers[tuner_id] = WorkerRecord(**{k: v for k, v in rec.items() if k in known})
             self.best_score = data.get("best_score")
             self.best_trial_id = data.get("best_trial_id")
 
