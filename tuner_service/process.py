@@ -25,6 +25,10 @@ METRICS_PORT = "TUNER_SERVICE_METRICS_PORT"  # the process's /metrics port (0: o
 STATUS_PORT = "TUNER_SERVICE_STATUS_PORT"  # the chief's status API port (0: off)
 # Seconds a chief or worker keeps serving /metrics after its work, so a last scrape sees final values.
 METRICS_LINGER = "TUNER_SERVICE_METRICS_LINGER"
+# The study lock (tuner_service/study/lock.py): seconds without a heartbeat after which a chief's
+# lock is taken over, and seconds between its heartbeats. Tests shorten them.
+LOCK_STALE = "TUNER_SERVICE_LOCK_STALE"
+LOCK_HEARTBEAT = "TUNER_SERVICE_LOCK_HEARTBEAT"
 AUTH_TOKEN = "TUNER_SERVICE_AUTH_TOKEN"  # bearer token for the chief's gRPC ports
 # The gRPC metadata that carries it: ``authorization: Bearer <token>``.
 AUTH_METADATA = "authorization"

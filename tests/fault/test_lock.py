@@ -1,0 +1,211 @@
+"""The study lock (tuner_service/study/lock.py): one chief per study directory, with a fake clock.
+
+Two StudyLock objects in one test stand for two chiefs (different nonces, and a host/pid given
+where the test needs them to differ). Nothing sleeps for real: ``sleep`` advances the fake clock.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+from pathlib import Path
+
+import pytest
+
+from tuner_service.study import files, lock
+from tuner_service.study.lock import LockLost, StudyLock, StudyLocked
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _lock(root: Path, clock: Clock, *, host: str = "node-a", pid: int = 100, alive=lambda pid, start: True):
+    return StudyLock(
+        root,
+        stale_after=30,
+        heartbeat=5,
+        settle=0.5,
+        clock=clock,
+        monotonic=clock,
+        sleep=clock.sleep,
+        host=host,
+        pid=pid,
+        alive=alive,
+    )
+
+
+def test_first_chief_creates_the_lock_exclusively_and_names_itself(tmp_path: Path) -> None:
+    clock = Clock()
+    holder = _lock(tmp_path, clock).acquire()
+    saved = json.loads((tmp_path / files.LOCK).read_text())
+    assert (holder.host, holder.pid, holder.token) == ("node-a", 100, 1)
+    assert saved["nonce"] == holder.nonce and saved["heartbeat"] == clock.now
+    assert [p.name for p in tmp_path.iterdir()] == [files.LOCK]  # no temporary file left
+
+
+def test_second_chief_is_refused_with_the_holders_host_pid_since_and_time_to_takeover(tmp_path: Path) -> None:
+    clock = Clock()
+    _lock(tmp_path, clock, host="node-a", pid=100).acquire()
+    clock.now += 4
+    with pytest.raises(StudyLocked) as refused:
+        _lock(tmp_path, clock, host="node-b", pid=200).acquire()
+    message = str(refused.value)
+    assert "host node-a, pid 100, since " in message
+    assert "last heartbeat 4s ago" in message and "dead after 26s more" in message
+    assert json.loads((tmp_path / files.LOCK).read_text())["host"] == "node-a"  # untouched
+
+
+def test_stale_lock_is_taken_over_with_the_next_fencing_token(tmp_path: Path) -> None:
+    clock = Clock()
+    old = _lock(tmp_path, clock, host="node-a")
+    old.acquire()
+    clock.now += 31  # node-a died: no heartbeat since
+    new = _lock(tmp_path, clock, host="node-b").acquire()
+    assert (new.host, new.token) == ("node-b", 2)
+    # The old holder comes back (e.g. SIGCONT): its next heartbeat finds the takeover and stops.
+    with pytest.raises(LockLost, match="another chief took over .* host node-b"):
+        old.renew()
+    with pytest.raises(LockLost):
+        old.check()
+    assert json.loads((tmp_path / files.LOCK).read_text())["host"] == "node-b"  # not overwritten
+
+
+def test_holder_that_missed_beats_is_waited_for_until_stale_then_taken_over(tmp_path: Path) -> None:
+    clock = Clock()
+    _lock(tmp_path, clock, host="node-a").acquire()
+    clock.now += 15  # missed two beats, not stale yet: a rescheduled chief waits instead of exiting 2
+    started = clock.now
+    new = _lock(tmp_path, clock, host="node-b").acquire()
+    assert new.token == 2 and new.host == "node-b"
+    waited = clock.now - started
+    assert 15 <= waited <= 15 + 5 + 0.5, waited  # until stale, at most one heartbeat late
+
+
+def test_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
+    clock = Clock()
+    _lock(tmp_path, clock, pid=100).acquire()
+    clock.now += 1  # beating a second ago, but its process is gone (SIGKILL, then a restart)
+    new = _lock(tmp_path, clock, pid=101, alive=lambda pid, start: pid != 100).acquire()
+    assert (new.pid, new.token) == (101, 2)
+    assert clock.now - 1_000_001.0 <= 0.5  # only the settle time
+
+
+def test_restarted_container_with_the_same_pid_takes_its_own_lock_over(tmp_path: Path) -> None:
+    clock = Clock()
+    _lock(tmp_path, clock, pid=1).acquire()  # pid 1 in a container
+    clock.now += 1
+    assert _lock(tmp_path, clock, pid=1).acquire().token == 2  # pid 1 again, another nonce
+
+
+def test_release_frees_the_lock_and_keeps_the_token_growing(tmp_path: Path) -> None:
+    clock = Clock()
+    first = _lock(tmp_path, clock, host="node-a")
+    first.acquire()
+    first.release()
+    assert json.loads((tmp_path / files.LOCK).read_text())["released"] is True
+    second = _lock(tmp_path, clock, host="node-b")
+    assert second.acquire().token == 2
+    second.release()
+    assert _lock(tmp_path, clock, host="node-c").acquire().token == 3
+
+
+def test_two_takers_at_once_only_one_wins(tmp_path: Path) -> None:
+    clock = Clock()
+    _lock(tmp_path, clock, host="node-a").acquire()
+    clock.now += 31
+    b, c = _lock(tmp_path, clock, host="node-b"), _lock(tmp_path, clock, host="node-c")
+    stale = b.read()
+    assert stale is not None and b.free_because(stale, clock.now)
+    won: list[bool] = []
+
+    def c_takes_over_meanwhile(seconds: float) -> None:
+        # c judged the same stale lock free and writes its takeover while b waits to read back.
+        b.sleep = clock.sleep
+        won.append(c._take_over(stale, clock.now))
+        clock.sleep(seconds)
+
+    b.sleep = c_takes_over_meanwhile
+    with pytest.raises(StudyLocked, match="host node-c"):
+        b.acquire()
+    assert won == [True]
+    assert json.loads((tmp_path / files.LOCK).read_text())["host"] == "node-c"
+
+
+def test_holder_that_cannot_renew_gives_up_before_anyone_may_take_over(tmp_path: Path, monkeypatch) -> None:
+    clock = Clock()
+    held = _lock(tmp_path, clock)
+    held.acquire()
+
+    def disk_gone(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(lock, "write_json_atomic", disk_gone)
+    clock.now += 5
+    held.renew()  # logged; still within its lease
+    clock.now += 20
+    with pytest.raises(LockLost, match="could not renew the study lock .* for 25s"):
+        held.renew()
+
+
+def test_check_reads_the_file_after_the_holder_was_frozen(tmp_path: Path) -> None:
+    clock = Clock()
+    old = _lock(tmp_path, clock, host="node-a")
+    old.acquire()
+    old.check()  # fresh: no I/O needed, no error
+    clock.now += 40  # frozen (SIGSTOP) past stale; another chief took over meanwhile
+    _lock(tmp_path, clock, host="node-b").acquire()
+    with pytest.raises(LockLost, match="node-b"):
+        old.check()
+
+
+def test_unreadable_lock_is_refused_while_young_and_taken_over_when_old(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / files.LOCK
+    path.write_text("not json")
+    mtime = path.stat().st_mtime
+    clock.now = mtime + 2
+    with pytest.raises(StudyLocked, match="unreadable"):
+        _lock(tmp_path, clock).acquire()
+    clock.now = mtime + 31
+    assert _lock(tmp_path, clock).acquire().token == 1
+
+
+def test_heartbeat_thread_keeps_the_lock_fresh_and_reports_a_takeover(tmp_path: Path) -> None:
+    import threading
+
+    held = StudyLock(tmp_path, stale_after=2, heartbeat=0.05, settle=0)
+    held.acquire()
+    lost = threading.Event()
+    reasons: list[str] = []
+    held.start_heartbeat(lambda why: (reasons.append(why), lost.set()))
+    first = json.loads((tmp_path / files.LOCK).read_text())["heartbeat"]
+    assert _wait(lambda: json.loads((tmp_path / files.LOCK).read_text())["heartbeat"] > first)
+    other = StudyLock(tmp_path, stale_after=2, heartbeat=0.05, settle=0, host="elsewhere")
+    other._take_over(held.read(), other.clock())  # what a chief that judged it stale would write
+    assert lost.wait(5), "the heartbeat did not notice the takeover"
+    assert "another chief took over" in reasons[0] and "elsewhere" in reasons[0]
+    held.release()  # a lost lock is not released over the new owner's
+    assert json.loads((tmp_path / files.LOCK).read_text())["host"] == "elsewhere"
+
+
+def test_module_doctest() -> None:
+    assert doctest.testmod(lock).failed == 0
+
+
+def _wait(predicate, timeout: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
