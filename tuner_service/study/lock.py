@@ -209,7 +209,9 @@ class StudyLock:
                 if age >= self.stale_after:
                     holder = Holder("?", 0, "", "", 0, now - age, now - age)
                 else:
-                    raise StudyLocked(f"{self.path} is unreadable and {age:.0f}s old; remove it if no chief runs")
+                    raise StudyLocked(
+                        f"{self.path} is unreadable and {age:.0f}s old; remove it if no chief runs"
+                    )
             reason = self.free_because(holder, now)
             if reason is not None:
                 if self._take_over(holder, now):
@@ -299,7 +301,12 @@ class StudyLock:
                 self._verified = self._last_renewed = self.monotonic()
             except OSError as err:
                 silent = self.monotonic() - self._last_renewed
-                log.error("cannot renew the study lock %s (%.0fs since the last renewal): %s", self.path, silent, err)
+                log.error(
+                    "cannot renew the study lock %s (%.0fs since the last renewal): %s",
+                    self.path,
+                    silent,
+                    err,
+                )
                 if silent >= self.stale_after - self.heartbeat:
                     self._lose(f"could not renew the study lock {self.path} for {silent:.0f}s ({err})")
 
