@@ -13,6 +13,7 @@ import grpc
 import keras_tuner
 import pytest
 from keras_tuner.engine.trial import TrialStatus
+from test_leases import _oracle
 
 from tuner_service import compat
 from tuner_service.chief.server import make_server
@@ -20,8 +21,6 @@ from tuner_service.chief.servicer import OracleServicer
 from tuner_service.client import ServiceOracleClient, TrialFenced
 from tuner_service.metrics import ChiefMetrics
 from tuner_service.study.ledger import Ledger
-
-from test_leases import _oracle
 
 pb2 = compat.service_pb2()
 
