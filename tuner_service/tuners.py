@@ -70,7 +70,7 @@ def build_oracle(spec: StudySpec) -> keras_tuner.Oracle:
     raise TunerConfigError(f"unknown tuner {t!r}")
 
 
-class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
+class ServiceTuner(compat.TolerantSpace, compat.FitCallbacks, keras_tuner.Tuner):
     """A keras-tuner Tuner whose per-epoch hook feeds extra callbacks (progress, heartbeat).
 
     ``epoch_hooks`` are called as ``hook(trial, epoch, logs)`` after every epoch; the worker
@@ -79,7 +79,9 @@ class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
     With ``backups`` every trial's training state is saved
     each epoch and resumed by whoever runs the trial next (:mod:`tuner_service.checkpoints`); the
     backup is written after the hooks, so a worker fenced by its progress report never
-    overwrites the new holder's backup. Everything else is stock keras-tuner.
+    overwrites the new holder's backup. A ``build`` that raises while the search space is
+    declared does not stop the process (:class:`compat.TolerantSpace`). Everything else is stock
+    keras-tuner.
     """
 
     def __init__(

@@ -159,6 +159,7 @@ class StudyLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._guard = threading.Lock()
+        self.on_lost: list[Callable[[str], None]] = []  # called once, from the heartbeat thread
 
     # -- reading ---------------------------------------------------------------------------
     def read(self) -> Holder | None:
@@ -321,8 +322,11 @@ class StudyLock:
         if self.held is not None and self.monotonic() - self._verified > self.stale_after / 2:
             self.renew()  # frozen for a while (SIGSTOP, a stalled volume): look before writing
 
-    def start_heartbeat(self, on_lost: Callable[[str], None]) -> None:
-        """Renew every ``heartbeat`` seconds in a daemon thread; call ``on_lost(why)`` once if lost."""
+    def start_heartbeat(self, on_lost: Callable[[str], None] | None = None) -> None:
+        """Renew every ``heartbeat`` seconds in a daemon thread; call each of :attr:`on_lost`
+        (and ``on_lost``) with the reason, once, if the lock is lost."""
+        if on_lost is not None:
+            self.on_lost.append(on_lost)
 
         def beat() -> None:
             while not self._stop.wait(self.heartbeat):
@@ -330,7 +334,8 @@ class StudyLock:
                     self.renew()
                 except LockLost as err:
                     log.error("%s", err)
-                    on_lost(str(err))
+                    for listener in list(self.on_lost):
+                        listener(str(err))
                     return
 
         self._thread = threading.Thread(target=beat, name="study-lock-heartbeat", daemon=True)
