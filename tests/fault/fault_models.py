@@ -53,3 +53,13 @@ class SlowMLP(keras_tuner.HyperModel):
         _maybe_fail()
         pace = _Pace(float(os.environ.get("FAULT_EPOCH_SECONDS", "0")))
         return model.fit(*args, callbacks=[pace, *(callbacks or [])], **kwargs)
+
+
+class BrokenForSomeValues(SlowMLP):
+    """``build`` raises for one value of a hyperparameter, its default included: the chief's own
+    build at start-up (keras-tuner declares the space with the defaults) meets it first."""
+
+    def build(self, hp):
+        if hp.Choice("activation", ["unsupported", "relu"]) == "unsupported":
+            raise ValueError("activation 'unsupported' is not implemented in this model")
+        return super().build(hp)

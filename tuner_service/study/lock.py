@@ -202,7 +202,7 @@ class StudyLock:
             holder = self.read()
             if holder is None and self._mtime() is None:
                 if self._create(now):
-                    log.info("study lock %s taken (token 1)", self.path)
+                    log.debug("study lock %s taken (token 1)", self.path)
                     return self._won()
                 continue  # someone created it meanwhile: look at theirs
             if holder is None:  # a file nobody can read: judge it by its age
