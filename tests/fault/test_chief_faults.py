@@ -121,7 +121,8 @@ def test_chief_without_workers_gives_up_after_worker_deadline_and_the_search_res
     killed = time.monotonic()
     assert s.wait_exit("chief", 60) == 1
     gave_up_in = time.monotonic() - killed
-    assert 4 <= gave_up_in <= 4 + 15, gave_up_in
+    # Counted from the worker's last call (its last epoch report, up to ~1 s before the kill).
+    assert 4 - 2 <= gave_up_in <= 4 + 15, gave_up_in
     log = s.chief_log()
     assert "no worker called the chief for 4s (worker_deadline 4s) while 2 of 2 trials remain" in log
     assert "start workers and the chief again to resume" in log and "Traceback" not in log
@@ -131,7 +132,9 @@ def test_chief_without_workers_gives_up_after_worker_deadline_and_the_search_res
     assert ledger["workers"]["worker-0"]["state"] == "stopped"
     assert _lock(s)["released"] is True
 
-    # The state was saved: a new chief and worker finish the search, nothing run twice.
+    # The state was saved: a new chief and worker finish the search, nothing run twice. (A live
+    # worker's start-up and first epoch take longer than 4 s on a busy machine: a real deadline.)
+    s.study.write_text(s.study.read_text().replace("worker_deadline: 4", "worker_deadline: 120"))
     s.chief("chief-resumed")
     s.worker(1)
     assert s.wait_exit("chief-resumed", 180) == 0, s.chief_log()[-3000:]
