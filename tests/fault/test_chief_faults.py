@@ -24,7 +24,11 @@ from tests.conftest import cli
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 # Fast lock timings for the tests (the defaults are a 30 s lease renewed every 5 s).
-LOCK_ENV = {"TUNER_SERVICE_LOCK_STALE": "3", "TUNER_SERVICE_LOCK_HEARTBEAT": "0.5", "FAULT_EPOCH_SECONDS": "0"}
+LOCK_ENV = {
+    "TUNER_SERVICE_LOCK_STALE": "3",
+    "TUNER_SERVICE_LOCK_HEARTBEAT": "0.5",
+    "FAULT_EPOCH_SECONDS": "0",
+}
 
 
 @pytest.fixture
@@ -109,11 +113,15 @@ def test_second_chief_exits_2_naming_the_holder_and_a_finished_search_is_finaliz
     assert "results are written: nothing to do" in s.log("chief-again")
     assert (s.project / "service_state.json").read_text() == ledger_before
     assert _lock(s)["token"] == 3 and _lock(s)["released"] is True
-    print(f"\nsecond chief refused in {refused_in:.1f}s; finished search finalized alone in {finalized_in:.1f}s")
+    print(
+        f"\nsecond chief refused in {refused_in:.1f}s; finished search finalized alone in {finalized_in:.1f}s"
+    )
 
 
 def test_chief_without_workers_gives_up_after_worker_deadline_and_the_search_resumes(search):
-    s = search(max_trials=2, epochs=3, worker_deadline=4, lease_timeout=30, env={"FAULT_EPOCH_SECONDS": "1.0"})
+    s = search(
+        max_trials=2, epochs=3, worker_deadline=4, lease_timeout=30, env={"FAULT_EPOCH_SECONDS": "1.0"}
+    )
     s.chief()
     s.worker(0)
     s.wait_until("worker-0 training", lambda: s.running_trial_of("worker-0"))

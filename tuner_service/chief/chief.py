@@ -239,22 +239,28 @@ class Chief:
         try:
             if outcome.state == "fenced":
                 self.writer.close(write=False)
+                self.ledger.close(write=False)
                 return
-            try:
-                self._persist(outcome)
-            except (OSError, LockLost) as err:
-                log.error("could not save the final state: %s", err)
-                if outcome.state != "unwritable":
-                    raise
+            for persist in (self._persist_oracle, self._persist_ledger):
+                try:
+                    persist(outcome)
+                except (OSError, LockLost) as err:
+                    log.error("could not save the final state: %s", err)
+                    if outcome.state != "unwritable":
+                        raise
         finally:
             self.server.stop(grace=0.5).wait()
 
-    def _persist(self, outcome: Outcome) -> None:
-        self.oracle.save()
-        self.writer.close()  # everything on disk before results are read or the pod ends
+    def _persist_oracle(self, outcome: Outcome) -> None:
+        try:
+            self.oracle.save()
+        finally:
+            self.writer.close()  # everything on disk before results are read or the pod ends
         if outcome.state in ("finished", "failed"):  # a restarted chief resumes the others' trials
             running = {t.trial_id for t in self.oracle.ongoing_trials.values()}
             checkpoints.remove_ended(self.spec.project_dir, running)
+
+    def _persist_ledger(self, outcome: Outcome) -> None:
         stopped = self.ledger.workers_stopped()
         if stopped:
             log.info("workers no longer served: %s", stopped)

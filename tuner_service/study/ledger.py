@@ -299,8 +299,9 @@ class Ledger:
             # tail latency of the RPCs served meanwhile (bench.load, docs/performance.md).
             write_json_atomic(self.path, self.snapshot(), compact=True)
 
-    def close(self) -> None:
-        """Stop the background saver and write the last snapshot.
+    def close(self, *, write: bool = True) -> None:
+        """Stop the background saver and write the last snapshot (unless ``write`` is False:
+        a chief that lost the study to another must not).
 
         The chief calls it when it shuts down, so no delayed write lands after the process
         (or a benchmark's temporary storage) is gone; later changes are written at once.
@@ -309,7 +310,8 @@ class Ledger:
         self._dirty.set()  # wake a saver that waits for changes
         if self._saver is not None:
             self._saver.join(timeout=10)
-        self.flush()
+        if write:
+            self.flush()
 
     def _save_loop(self) -> None:
         failing = ""  # the last write error, logged once
