@@ -55,12 +55,43 @@ def test_second_chief_is_refused_with_the_holders_host_pid_since_and_time_to_tak
     clock = Clock()
     _lock(tmp_path, clock, host="node-a", pid=100).acquire()
     clock.now += 4
-    with pytest.raises(StudyLocked) as refused:
-        _lock(tmp_path, clock, host="node-b", pid=200).acquire()
+    started = clock.now
+    with pytest.raises(StudyLocked) as refused:  # same host, and its process runs: at once
+        _lock(tmp_path, clock, host="node-a", pid=200).acquire()
     message = str(refused.value)
     assert "host node-a, pid 100, since " in message
     assert "last heartbeat 4s ago" in message and "dead after 26s more" in message
-    assert json.loads((tmp_path / files.LOCK).read_text())["host"] == "node-a"  # untouched
+    assert clock.now == started
+    assert json.loads((tmp_path / files.LOCK).read_text())["pid"] == 100  # untouched
+
+
+def test_chief_on_another_host_is_refused_once_its_heartbeat_is_seen_to_move(tmp_path: Path) -> None:
+    clock = Clock()
+    holder = _lock(tmp_path, clock, host="node-a")
+    holder.acquire()
+    second = _lock(tmp_path, clock, host="node-b")
+
+    def holder_beats_meanwhile(seconds: float) -> None:
+        clock.sleep(seconds)
+        holder.renew()
+
+    second.sleep = holder_beats_meanwhile
+    started = clock.now
+    with pytest.raises(StudyLocked, match="host node-a, pid 100"):
+        second.acquire()
+    assert clock.now - started <= 5  # one heartbeat at most
+    assert json.loads((tmp_path / files.LOCK).read_text())["host"] == "node-a"
+
+
+def test_skewed_clock_cannot_hide_a_dead_holder_for_longer_than_stale_after(tmp_path: Path) -> None:
+    clock = Clock()
+    _lock(tmp_path, clock, host="node-a").acquire()
+    # node-a's clock ran 1 h ahead: by ours its last heartbeat is in the future, and it is dead.
+    path = tmp_path / files.LOCK
+    path.write_text(json.dumps({**json.loads(path.read_text()), "heartbeat": clock.now + 3600}))
+    started = clock.now
+    assert _lock(tmp_path, clock, host="node-b").acquire().token == 2
+    assert 30 <= clock.now - started <= 30 + 5 + 0.5
 
 
 def test_stale_lock_is_taken_over_with_the_next_fencing_token(tmp_path: Path) -> None:
@@ -127,9 +158,13 @@ def test_two_takers_at_once_only_one_wins(tmp_path: Path) -> None:
     won: list[bool] = []
 
     def c_takes_over_meanwhile(seconds: float) -> None:
-        # c judged the same stale lock free and writes its takeover while b waits to read back.
-        b.sleep = clock.sleep
-        won.append(c._take_over(stale, clock.now))
+        # c judged the same stale lock free and writes its takeover while b waits to read back;
+        # then c beats, as a live chief does.
+        if not won:
+            won.append(c._take_over(stale, clock.now))
+            c._won()
+        else:
+            c.renew()
         clock.sleep(seconds)
 
     b.sleep = c_takes_over_meanwhile

@@ -19,29 +19,31 @@ so the lock is a plain file, ``chief.lock``, kept alive by its holder:
   A free lock is taken with ``token + 1`` (the **fencing token**: it grows with every owner) and
   read back after ``settle`` seconds: of two chiefs taking over at once, the one whose nonce is
   not there has lost and refuses, as below.
-* **Refusal.** A lock whose holder beats (heartbeat younger than two beats) is refused at once
-  with :class:`StudyLocked` (exit 2), naming host, pid, since and how long until it would be
-  taken over. A holder that missed beats but is not stale yet (e.g. its node died a few seconds
-  ago and its pod was rescheduled) is waited for, at most until it is stale, and the log says so.
+* **Refusal.** A lock whose holder lives is refused with :class:`StudyLocked` (exit 2), naming
+  host, pid, since and how long until it would be taken over: at once when the holder is a
+  running process of this host; after watching its heartbeat move (at most ``heartbeat``
+  seconds) when it is elsewhere. A holder whose heartbeat does not move (e.g. its node died a few
+  seconds ago and its pod was rescheduled) is waited for until it is stale, and the log says so.
 * **Fencing.** :meth:`StudyLock.check` raises :class:`LockLost` once the lock is lost; it is called
   before the chief writes its ledger and oracle. It costs nothing on the hot path, except when the
   last verification is older than half of ``stale_after`` (the process was frozen, e.g. SIGSTOP):
   then it reads the file first.
 
-Clocks: ages are wall-clock differences between hosts, so their clocks must agree to within a
-few seconds (NTP); ``stale_after`` (default 30 s) is far above that.
+Clocks: a lock is stale when its heartbeat is ``stale_after`` old by this host's wall clock, or
+did not move for ``stale_after`` while this host watched (so a skewed clock delays a takeover by
+at most ``stale_after``, and never makes a live chief look dead).
 
 >>> import tempfile
 >>> root = Path(tempfile.mkdtemp())
 >>> first = StudyLock(root, settle=0)
 >>> first.acquire().token
 1
->>> StudyLock(root, settle=0, host="other-node").acquire()  # doctest: +ELLIPSIS
+>>> StudyLock(root, settle=0, pid=os.getppid()).acquire()  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
 tuner_service.study.lock.StudyLocked: study ... is served by another chief: host ...
 >>> first.release()
->>> StudyLock(root, settle=0, host="other-node").acquire().token
+>>> StudyLock(root, settle=0, pid=os.getppid()).acquire().token
 2
 """
 
@@ -186,16 +188,16 @@ class StudyLock:
             return f"no heartbeat for {age:.0f}s (stale after {self.stale_after:g}s)"
         return None
 
-    def _beating(self, holder: Holder, now: float) -> bool:
-        return now - holder.heartbeat < 2 * self.heartbeat + 1
-
     # -- taking it ---------------------------------------------------------------------------
     def acquire(self) -> Holder:
-        """Take the lock, waiting at most ``stale_after`` for a holder that stopped beating.
+        """Take the lock, waiting at most about ``stale_after`` for a holder that stopped beating.
 
-        Raises :class:`StudyLocked` when a live chief holds it.
+        Raises :class:`StudyLocked` when a live chief holds it: a process of this host that
+        runs, or a chief elsewhere whose heartbeat moves while this one watches (at most
+        ``heartbeat`` seconds, so clock skew between hosts cannot make a live chief look dead).
         """
-        give_up = self.monotonic() + self.stale_after + self.settle + self.heartbeat
+        give_up = self.monotonic() + self.stale_after + self.settle + 2 * self.heartbeat
+        watched: tuple[str, float, float] | None = None  # nonce, heartbeat, monotonic() first seen
         said_waiting = False
         while True:
             now = self.clock()
@@ -207,34 +209,37 @@ class StudyLock:
                 continue  # someone created it meanwhile: look at theirs
             if holder is None:  # a file nobody can read: judge it by its age
                 age = now - (self._mtime() or now)
-                if age >= self.stale_after:
-                    holder = Holder("?", 0, "", "", 0, now - age, now - age)
-                else:
-                    raise StudyLocked(
-                        f"{self.path} is unreadable and {age:.0f}s old; remove it if no chief runs"
-                    )
+                if age < self.stale_after:
+                    raise StudyLocked(f"{self.path} is unreadable and {age:.0f}s old; remove it if no chief runs")
+                holder = Holder("?", 0, "", "", 0, now - age, now - age)
+            if watched is None or watched[:2] != (holder.nonce, holder.heartbeat):
+                if watched is not None and watched[0] == holder.nonce:  # its heartbeat moved: alive
+                    raise StudyLocked(self._refusal(holder, now))
+                watched = (holder.nonce, holder.heartbeat, self.monotonic())
+            unchanged = self.monotonic() - watched[2]
             reason = self.free_because(holder, now)
+            if reason is None and unchanged >= self.stale_after:
+                reason = f"its heartbeat did not move for {unchanged:.0f}s (stale after {self.stale_after:g}s)"
             if reason is not None:
                 if self._take_over(holder, now):
-                    log.warning(
-                        "study lock %s taken over from %s: %s", self.path, holder.describe(now), reason
-                    )
+                    log.warning("study lock %s taken over from %s: %s", self.path, holder.describe(now), reason)
                     return self._won()
+                watched = None
                 continue
-            if self._beating(holder, now) or self.monotonic() > give_up:
+            if holder.host == self.host or self.monotonic() > give_up:  # here: its process runs
                 raise StudyLocked(self._refusal(holder, now))
-            wait = holder.heartbeat + self.stale_after - now
-            if not said_waiting:
+            stale_in = max(0.0, min(holder.heartbeat + self.stale_after - now, self.stale_after - unchanged))
+            if unchanged > 2 * self.heartbeat and not said_waiting:
                 log.warning(
                     "study %s is locked by a chief that stopped beating %.0fs ago (%s): waiting up to "
                     "%.0fs for its lock to go stale, then taking it over",
                     self.path.parent,
                     now - holder.heartbeat,
                     holder.describe(now),
-                    wait,
+                    stale_in,
                 )
                 said_waiting = True
-            self.sleep(max(0.05, min(wait, self.heartbeat)))
+            self.sleep(max(0.05, min(stale_in, self.heartbeat / 2)))
 
     def _refusal(self, holder: Holder, now: float) -> str:
         left = max(0.0, holder.heartbeat + self.stale_after - now)
