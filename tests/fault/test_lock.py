@@ -244,3 +244,23 @@ def _wait(predicate, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def test_pid_alive_tells_running_killed_and_reused_processes() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tuner_service.study.lock import pid_alive, process_start
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = process_start(child.pid)
+        assert start and pid_alive(child.pid, start)
+        assert not pid_alive(child.pid, str(int(start) + 1))  # same pid, another process
+        child.send_signal(signal.SIGKILL)
+        assert _wait(lambda: not pid_alive(child.pid, start))  # a zombie (not reaped yet) is dead
+    finally:
+        child.kill()
+        child.wait()
+    assert not pid_alive(child.pid, start)

@@ -105,12 +105,18 @@ class Holder:
         return f"host {self.host}, pid {self.pid}, since {since} (token {self.token})"
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (empty where /proc cannot tell)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def process_start(pid: int) -> str:
     """A pid's start time in clock ticks since boot ('' where /proc cannot tell)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""
 
 
 def pid_alive(pid: int, start: str) -> bool:
@@ -121,7 +127,10 @@ def pid_alive(pid: int, start: str) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: it exists
-    now = process_start(pid)
+    fields = _stat(pid)
+    if fields and fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent: dead
+        return False
+    now = fields[19] if len(fields) > 19 else ""
     return not (start and now and now != start)  # a different start: the pid was reused
 
 
@@ -210,7 +219,9 @@ class StudyLock:
             if holder is None:  # a file nobody can read: judge it by its age
                 age = now - (self._mtime() or now)
                 if age < self.stale_after:
-                    raise StudyLocked(f"{self.path} is unreadable and {age:.0f}s old; remove it if no chief runs")
+                    raise StudyLocked(
+                        f"{self.path} is unreadable and {age:.0f}s old; remove it if no chief runs"
+                    )
                 holder = Holder("?", 0, "", "", 0, now - age, now - age)
             if watched is None or watched[:2] != (holder.nonce, holder.heartbeat):
                 if watched is not None and watched[0] == holder.nonce:  # its heartbeat moved: alive
@@ -219,10 +230,14 @@ class StudyLock:
             unchanged = self.monotonic() - watched[2]
             reason = self.free_because(holder, now)
             if reason is None and unchanged >= self.stale_after:
-                reason = f"its heartbeat did not move for {unchanged:.0f}s (stale after {self.stale_after:g}s)"
+                reason = (
+                    f"its heartbeat did not move for {unchanged:.0f}s (stale after {self.stale_after:g}s)"
+                )
             if reason is not None:
                 if self._take_over(holder, now):
-                    log.warning("study lock %s taken over from %s: %s", self.path, holder.describe(now), reason)
+                    log.warning(
+                        "study lock %s taken over from %s: %s", self.path, holder.describe(now), reason
+                    )
                     return self._won()
                 watched = None
                 continue
