@@ -78,7 +78,7 @@ def test_second_chief_exits_2_naming_the_holder_and_a_finished_search_is_finaliz
     first = s.chief()
     s.wait_until("the chief's lock", lambda: _lock(s).get("pid") == first.pid)
     started = time.monotonic()
-    second = s.chief("chief-second")
+    s.chief("chief-second")
     assert s.wait_exit("chief-second", 60) == 2
     refused_in = time.monotonic() - started
     message = s.log("chief-second")
@@ -252,8 +252,9 @@ def test_study_directory_that_is_a_file_is_one_line_and_exit_2(tmp_path: Path):
     (tmp_path / "studies").write_text("not a folder")
     done, seconds = _chief(write_study(tmp_path))
     assert done.returncode == 2
+    studies = tmp_path / "studies"
     assert done.stderr.strip().splitlines() == [
-        f"tuner-service chief: study directory {tmp_path / 'studies' / 'faults'}: {tmp_path / 'studies'} is a "
-        "file, not a folder; choose another `directory`"
+        f"tuner-service chief: study directory {studies / 'faults'}: {studies} is a file, not a folder; "
+        "choose another `directory`"
     ]
     assert seconds < 30
