@@ -78,3 +78,4 @@ def test_chief_that_cannot_write_its_state_stops_with_a_message(tmp_path: Path, 
     assert 1.0 <= waited < 10, waited
     saved = json.loads((tmp_path / "p" / files.STATE).read_text())  # the ledger's own file still works
     assert saved["state"] == "interrupted" and "No space left" in saved["message"]
+    print(f"\ndisk full: the chief stopped {waited:.1f}s after its first failed write (write deadline 1s)")
