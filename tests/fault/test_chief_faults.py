@@ -231,8 +231,20 @@ def _chief(study: Path):
         (lambda p: (p / "service_state.json").write_text("{"), "service_state.json is corrupt"),
         (lambda p: (p / "trial_0" / "trial.json").write_text("[1, 2"), "trial_0/trial.json is corrupt"),
         (lambda p: (p / "trial_0" / "trial.json").unlink(), "trial_0/trial.json is missing, but"),
+        # Valid JSON that keras-tuner cannot load: found only when it reloads (TensorFlow loads).
+        (
+            lambda p: (p / "oracle.json").write_text('{"start_order": ["0"]}'),
+            "cannot reload the search saved in",
+        ),
     ],
-    ids=["oracle-binary", "oracle-truncated", "ledger-corrupt", "trial-corrupt", "trial-deleted"],
+    ids=[
+        "oracle-binary",
+        "oracle-truncated",
+        "ledger-corrupt",
+        "trial-corrupt",
+        "trial-deleted",
+        "oracle-unloadable",
+    ],
 )
 def test_unusable_saved_state_is_one_line_and_exit_2(tmp_path: Path, damage, expected):
     study, project = _saved_study(tmp_path)
@@ -242,10 +254,10 @@ def test_unusable_saved_state_is_one_line_and_exit_2(tmp_path: Path, damage, exp
     lines = [line for line in done.stderr.splitlines() if line.startswith("tuner-service chief:")]
     assert len(lines) == 1 and expected in lines[0], done.stderr
     assert "Traceback" not in done.stderr
-    assert "restore it from a backup" in lines[0] or "restore the file from a backup" in lines[0]
-    assert f"or move {project} away to start the study over" in lines[0]
+    assert "from a backup, or move " in lines[0] and " away to start the study over" in lines[0]
+    assert str(project) in lines[0]
     assert json.loads((project / "chief.lock").read_text())["released"] is True
-    assert seconds < 30
+    assert seconds < 90
 
 
 def test_study_directory_that_is_a_file_is_one_line_and_exit_2(tmp_path: Path):

@@ -17,6 +17,7 @@ be written), 2 bad input (a second chief on the study, an unusable directory or 
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import time
@@ -79,11 +80,17 @@ def run_chief(spec: StudySpec, environ: Mapping[str, str]) -> int:
     except LockLost as err:
         print(f"chief: stopped without writing: {err}", file=sys.stderr)
         return process.EXIT_FAILED
-    except OSError as err:  # a full or read-only volume, a vanished directory
+    except OSError as err:
+        if err.errno not in STORAGE_ERRNOS:
+            raise
         print(f"chief: {_cannot_write(spec, err)}", file=sys.stderr)
         return process.EXIT_FAILED
     finally:
         lock.release()
+
+
+# A full or read-only volume, a quota, lost permissions, an I/O error, a vanished directory.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT}
 
 
 def _cannot_write(spec: StudySpec, err: object) -> str:
@@ -111,7 +118,7 @@ def _run_locked(spec: StudySpec, settings: ChiefSettings, lock: StudyLock) -> in
         tuner = build_tuner(spec, hypermodel)
         tuner.save()
         chief = Chief(spec, tuner.oracle, address=settings.role.address, lock=lock)
-    except (CorruptStateError, KeyError, ValueError) as err:
+    except (CorruptStateError, KeyError, ValueError, TypeError, RuntimeError) as err:
         if not resumed:
             raise
         # What the file checks could not see (e.g. valid JSON that keras-tuner cannot load).
