@@ -213,6 +213,7 @@ def _saved_study(tmp_path: Path) -> tuple[Path, Path]:
     (project / "trial_0" / "trial.json").write_text(json.dumps({"trial_id": "0", "status": "COMPLETED"}))
     (project / "oracle.json").write_text(json.dumps({"start_order": ["0"], "ongoing_trials": {}}))
     (project / "service_state.json").write_text(json.dumps({"state": "interrupted", "trials": {}}))
+    (project / "chief.json").write_text("{}")  # keras-tuner's Tuner state of tuner id "chief"
     return study, project
 
 
@@ -231,6 +232,11 @@ def _chief(study: Path):
         (lambda p: (p / "service_state.json").write_text("{"), "service_state.json is corrupt"),
         (lambda p: (p / "trial_0" / "trial.json").write_text("[1, 2"), "trial_0/trial.json is corrupt"),
         (lambda p: (p / "trial_0" / "trial.json").unlink(), "trial_0/trial.json is missing, but"),
+        (
+            lambda p: (p / "chief.json").rename(p / "chief-0.json"),
+            "holds a search but chief.json (this chief's tuner id) is missing; found chief-0.json: start the "
+            "chief with that KERASTUNER_TUNER_ID",
+        ),
         # Valid JSON that keras-tuner cannot load: found only when it reloads (TensorFlow loads).
         (
             lambda p: (p / "oracle.json").write_text('{"start_order": ["0"]}'),
@@ -243,6 +249,7 @@ def _chief(study: Path):
         "ledger-corrupt",
         "trial-corrupt",
         "trial-deleted",
+        "tuner-id-changed",
         "oracle-unloadable",
     ],
 )

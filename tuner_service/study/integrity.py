@@ -66,6 +66,18 @@ def check_saved_state(root: Path, tuner_id: str) -> None:
         tuner_file = root / f"{tuner_id}.json"  # keras-tuner's Tuner state, named after the tuner id
         if tuner_file.exists():
             _read(tuner_file)
+        elif oracle is not None:
+            # keras-tuner reloads a search only when it finds this file; without it, it would start
+            # a new search over the old one, overwriting oracle.json and trial_0, trial_1...
+            others = sorted(p.name for p in root.glob("chief*.json"))
+            raise StudyStateError(
+                f"{study.oracle} holds a search but {tuner_file.name} (this chief's tuner id) is missing"
+                + (
+                    f"; found {', '.join(others)}: start the chief with that KERASTUNER_TUNER_ID"
+                    if others
+                    else ""
+                )
+            )
         if study.state.exists():
             _read(study.state)
     except StudyStateError as err:
