@@ -214,20 +214,20 @@ class Chief:
                 # calls at least once per lease_timeout (its epoch report), so none is left
                 # retrying an absent chief until its chief_deadline.
                 deadline = time.monotonic() + self.spec.lease_timeout
-                while not s.workers_told_failed() and not self._stop_reason:
+                while not s.workers_told_failed() and not (self._stop_reason or self._halt):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     s.changed.wait(timeout=remaining)
-                return Outcome("failed", s.failure)
+                return self._halt or Outcome("failed", s.failure)
             deadline = time.monotonic() + self.linger
-            while not s.workers_released() and not self._stop_reason:
+            while not s.workers_released() and not (self._stop_reason or self._halt):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     log.warning("workers never asked again: %s", sorted(self.oracle.tuner_ids))
                     break
                 s.changed.wait(timeout=remaining)
-        return Outcome("finished")
+        return self._halt or Outcome("finished")
 
     def shutdown(self, outcome: Outcome) -> None:
         """Stop accepting work, persist the oracle and ledger, close the port.
