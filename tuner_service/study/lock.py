@@ -275,7 +275,9 @@ class StudyLock:
         try:
             os.link(tmp, self.path)
         except FileExistsError:
-            return False
+            # On NFS a retransmitted LINK whose first reply was lost fails with EEXIST although
+            # it succeeded: the temporary file then has two links (the classic NFS lock check).
+            return os.stat(tmp).st_nlink == 2
         except OSError as err:
             if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
                 raise
