@@ -223,6 +223,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         watched = (self.oracle.objective.name, "loss")
         bad = {k: v for k, v in metrics.items() if k in watched and not math.isfinite(v)}
         if not bad:
+            self._non_finite.pop(trial_id, None)  # an earlier attempt's verdict no longer applies
             return True
         detail = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
         self._non_finite[trial_id] = f"non-finite final metrics ({detail}): the model diverged"
