@@ -123,9 +123,10 @@ class Chief:
         saved as finished, or every trial of its budget ended and none running or queued."""
         if self.oracle.ongoing_trials or compat.retry_queue(self.oracle):
             return False
-        if (files.read_json(self.spec.project_dir / files.STATE) or {}).get("state") == "finished":
-            return True
         budget = compat.trial_budget(self.oracle)
+        saved = files.read_json(self.spec.project_dir / files.STATE) or {}
+        if saved.get("state") == "finished" and saved.get("max_trials") == budget:
+            return True  # also a search that ran out of new values early; a larger budget goes on
         ended = [
             t for t in self.oracle.trials.values() if t.status in (TrialStatus.COMPLETED, TrialStatus.FAILED)
         ]
