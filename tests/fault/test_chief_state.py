@@ -48,3 +48,23 @@ def test_shutdown_marks_training_and_waiting_workers_stopped(tmp_path):
     workers = json.loads((tmp_path / "p" / files.STATE).read_text())["workers"]
     assert {t: w["state"] for t, w in workers.items()} == {"w0": "stopped", "w1": "stopped", "w2": "done"}
     assert workers["w0"]["trial_id"] is None
+
+
+def test_a_study_directory_that_cannot_be_written_is_refused_with_one_line(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    import pytest
+
+    from tuner_service.study.integrity import StudyStateError, check_directory
+
+    def read_only(*args, **kwargs):  # what a read-only mount answers (tests run as root: no chmod)
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(StudyStateError) as refused:
+        check_directory(tmp_path / "studies" / "p")
+    assert str(refused.value) == (
+        f"study directory {tmp_path / 'studies' / 'p'} is not writable (Read-only file system); "
+        "fix its permissions or mount, or choose another `directory`"
+    )
