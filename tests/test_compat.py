@@ -62,3 +62,52 @@ def test_other_oracles_budget_is_their_max_trials():
 
 def test_supported_version_range_contains_the_installed_keras_tuner():
     assert compat.check_version() == keras_tuner.__version__
+
+
+class _BrokenForDefaults(keras_tuner.HyperModel):
+    """Raises for its default activation, like a user model that supports only some values."""
+
+    def build(self, hp):
+        import keras
+
+        units = hp.Int("units", 8, 64, step=8)
+        activation = hp.Choice("activation", ["unsupported", "relu"])
+        if activation == "unsupported":
+            raise ValueError("activation 'unsupported' is not implemented")
+        hp.Float("dropout", 0.0, 0.5)  # declared only by builds that get this far
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation=activation)])
+
+
+def test_a_build_that_raises_for_the_defaults_does_not_stop_the_tuner(tmp_path):
+    from tuner_service.tuners import ServiceTuner
+
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=8, seed=3
+    )
+    tuner = ServiceTuner(
+        oracle=oracle, hypermodel=_BrokenForDefaults(), directory=str(tmp_path), project_name="p"
+    )
+    assert tuner.space_error == "ValueError: activation 'unsupported' is not implemented"
+    space = {hp.name for hp in tuner.oracle.get_space().space}
+    assert space == {"units", "activation"}  # what build declared before it raised
+    # keras-tuner's own build wrapper is back (ours is gone), and values that work still build.
+    assert tuner.hypermodel.build.__func__ is keras_tuner.HyperModel._build_wrapper
+    hp = tuner.oracle.get_space()
+    hp.values["activation"] = "relu"
+    assert tuner.hypermodel.build(hp) is not None
+
+
+def test_a_build_that_works_declares_the_whole_space(tmp_path):
+    from tuner_service.tuners import ServiceTuner
+
+    class Fine(_BrokenForDefaults):
+        def build(self, hp):
+            hp.Choice("activation", ["relu", "unsupported"])
+            return super().build(hp)
+
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=2
+    )
+    tuner = ServiceTuner(oracle=oracle, hypermodel=Fine(), directory=str(tmp_path), project_name="p")
+    assert tuner.space_error is None
+    assert {hp.name for hp in tuner.oracle.get_space().space} == {"units", "activation", "dropout"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from tuner_service.study import files
 from tuner_service.study.files import write_text_atomic
 
 SUPPORTED = (Version("1.4.7"), Version("1.5"))
+
+log = logging.getLogger(__name__)
 
 
 def check_version() -> str:
@@ -238,6 +241,57 @@ class FitCallbacks:
         if extra:
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), *extra]
         return super()._build_and_fit_model(trial, *args, **kwargs)  # type: ignore[misc]
+
+
+class _SpaceBuildFailed(Exception):
+    pass
+
+
+class TolerantSpace:
+    """Mixin for a ``keras_tuner.Tuner``: a ``build`` that raises while the space is declared
+    does not stop the process.
+
+    ``Tuner.__init__`` builds the hypermodel with default values to declare the search space
+    (``BaseTuner._populate_initial_space``, keras-tuner's own extension point for AutoKeras);
+    a model that cannot be built for *those* values would crash the chief (and every worker)
+    before ``max_retries_per_trial`` applies. Here the space keeps what ``build`` declared before
+    it raised; a trial whose values make ``build`` raise fails on its worker like any other
+    trial error (retried, then FAILED with the message) and the search goes on.
+    ``space_error`` says what happened (None when the space was declared in full).
+    """
+
+    space_error: str | None = None
+
+    def _populate_initial_space(self) -> None:
+        hypermodel = self.hypermodel  # type: ignore[attr-defined]
+        if hypermodel is None:
+            return
+        own = "build" in vars(hypermodel)
+        original = hypermodel.build
+
+        def build(hp: Any) -> Any:
+            try:
+                return original(hp)
+            except Exception as err:
+                self.oracle.update_space(hp)  # type: ignore[attr-defined]  # what it declared so far
+                raise _SpaceBuildFailed(f"{type(err).__name__}: {err}") from err
+
+        hypermodel.build = build
+        try:
+            super()._populate_initial_space()  # type: ignore[misc]
+        except _SpaceBuildFailed as err:
+            self.space_error = str(err)
+            log.warning(
+                "the model's build raised for the default hyperparameters (%s); the search goes on "
+                "with the hyperparameters declared before that, and trials whose values fail to build "
+                "fail on their workers",
+                err,
+            )
+        finally:
+            if own:
+                hypermodel.build = original
+            else:
+                del hypermodel.build
 
 
 def release_leaked_oracle_lock(oracle: keras_tuner.Oracle) -> bool:

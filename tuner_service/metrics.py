@@ -317,7 +317,7 @@ class _LedgerCollector(Collector):
             "Unix time of the last completed trial, or of this chief's start if that is later.",
             max(self.started_at, last_end),
         )
-        active = [w for w in workers.values() if w["state"] != "done"]
+        active = [w for w in workers.values() if w["state"] not in ("done", "stopped")]
         alive = sum(1 for w in active if now - w["last_seen"] <= self.lease)
         yield from gauge(
             "workers_alive",

@@ -25,6 +25,10 @@ METRICS_PORT = "TUNER_SERVICE_METRICS_PORT"  # the process's /metrics port (0: o
 STATUS_PORT = "TUNER_SERVICE_STATUS_PORT"  # the chief's status API port (0: off)
 # Seconds a chief or worker keeps serving /metrics after its work, so a last scrape sees final values.
 METRICS_LINGER = "TUNER_SERVICE_METRICS_LINGER"
+# The study lock (tuner_service/study/lock.py): seconds without a heartbeat after which a chief's
+# lock is taken over, and seconds between its heartbeats. Tests shorten them.
+LOCK_STALE = "TUNER_SERVICE_LOCK_STALE"
+LOCK_HEARTBEAT = "TUNER_SERVICE_LOCK_HEARTBEAT"
 # Set by `tuner-service run` for its children: the pid they must not outlive (die_with_parent).
 PARENT_PID = "TUNER_SERVICE_PARENT_PID"
 # "1": a worker that sees no GPU exits 2 at start-up instead of silently training on the CPU.

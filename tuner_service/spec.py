@@ -128,6 +128,12 @@ class StudySpec(_Strict):
     chief_deadline: float = Field(
         300.0, ge=1, description="seconds a worker keeps retrying an unreachable chief, then exits"
     )
+    worker_deadline: float = Field(
+        600.0,
+        ge=0,
+        description="seconds the chief waits with no call from any worker while trials remain, then "
+        "exits 1 with its state saved (0: wait forever)",
+    )
     seed: int | None = 42
     data: DataSpec = Field(default_factory=DataSpec)
     compute: ComputeSpec = Field(default_factory=ComputeSpec)

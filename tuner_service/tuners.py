@@ -80,7 +80,7 @@ def _oracle(spec: StudySpec) -> keras_tuner.Oracle:
     raise TunerConfigError(f"unknown tuner {t!r}")
 
 
-class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
+class ServiceTuner(compat.TolerantSpace, compat.FitCallbacks, keras_tuner.Tuner):
     """A keras-tuner Tuner whose per-epoch hook feeds extra callbacks (progress, heartbeat).
 
     ``epoch_hooks`` are called as ``hook(trial, epoch, logs)`` after every epoch; the worker
@@ -91,8 +91,9 @@ class ServiceTuner(compat.FitCallbacks, keras_tuner.Tuner):
     backup is written after the hooks, so a worker fenced by its progress report never
     overwrites the new holder's backup. With a ``handover`` (workers), a stop request (SIGTERM)
     is honoured before asking for a trial, on receiving one, and at the safe points of
-    :class:`~tuner_service.handover.StopPoint` during training, after the epoch backup.
-    Everything else is stock keras-tuner.
+    :class:`~tuner_service.handover.StopPoint` during training, after the epoch backup. A ``build``
+    that raises while the search space is declared does not stop the process
+    (:class:`compat.TolerantSpace`). Everything else is stock keras-tuner.
     """
 
     def __init__(

@@ -73,3 +73,13 @@ class RefusedByChief(SlowMLP):
         super().__init__()
         if os.environ.get("KERASTUNER_TUNER_ID") == "chief":
             raise TypeError("injected: the chief refuses this model")
+
+
+class BrokenForSomeValues(SlowMLP):
+    """``build`` raises for one value of a hyperparameter, its default included: the chief's own
+    build at start-up (keras-tuner declares the space with the defaults) meets it first."""
+
+    def build(self, hp):
+        if hp.Choice("activation", ["unsupported", "relu"]) == "unsupported":
+            raise ValueError("activation 'unsupported' is not implemented in this model")
+        return super().build(hp)

@@ -11,6 +11,10 @@ changes within ``interval`` become one write.
 Durability: a chief killed with SIGKILL loses at most ``interval`` of changes; on restart
 keras-tuner sends trials it believed running back for a retry. A clean stop (end of search,
 SIGTERM) calls :meth:`WriteBehind.close`, which writes everything before the chief exits.
+
+A write that fails (a full or read-only volume) is retried, and :class:`WriteHealth` tells the
+chief once the state could not be written for ``deadline`` seconds: the chief then stops with
+that message rather than serving a search whose results it cannot keep.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import keras_tuner
@@ -28,13 +34,62 @@ from tuner_service.study.files import write_text_atomic
 log = logging.getLogger(__name__)
 
 
-class WriteBehind:
-    """Take over ``oracle``'s writes; ``lock`` is the lock every oracle call holds."""
+# Seconds of failed writes after which the chief gives up (a volume that fills up or turns
+# read-only rarely comes back by itself; the saved state stays consistent for a restart).
+WRITE_DEADLINE = 60.0
 
-    def __init__(self, oracle: keras_tuner.Oracle, lock: threading.RLock, *, interval: float = 0.1):
+
+class WriteHealth:
+    """Tracks the chief's state writes; calls ``on_stuck(message)`` once they failed ``deadline`` s."""
+
+    def __init__(
+        self,
+        on_stuck: Callable[[str], None],
+        *,
+        deadline: float = WRITE_DEADLINE,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.on_stuck = on_stuck
+        self.deadline = deadline
+        self.clock = clock
+        self._failing_since: float | None = None
+        self._told = False
+        self._lock = threading.Lock()
+
+    def report(self, what: str, err: BaseException | None) -> None:
+        with self._lock:
+            if err is None:
+                self._failing_since = None
+                return
+            now = self.clock()
+            since = self._failing_since = self._failing_since or now
+            if now - since < self.deadline or self._told:
+                return
+            self._told = True
+        self.on_stuck(f"cannot write the study's state ({what}) for {now - since:.0f}s: {err}")
+
+
+class WriteBehind:
+    """Take over ``oracle``'s writes; ``lock`` is the lock every oracle call holds.
+
+    ``guard`` is called before every write and may raise to prevent it (the study lock's fencing
+    check); ``health`` hears how every background write went.
+    """
+
+    def __init__(
+        self,
+        oracle: keras_tuner.Oracle,
+        lock: threading.RLock,
+        *,
+        interval: float = 0.1,
+        guard: Callable[[], None] | None = None,
+        health: WriteHealth | None = None,
+    ):
         self.oracle = oracle
         self.lock = lock
         self.interval = interval
+        self.guard = guard
+        self.health = health
         self._oracle_dirty = False
         self._dirty_trials: dict[str, Any] = {}
         self._wake = threading.Event()
@@ -62,12 +117,24 @@ class WriteBehind:
                 self._dirty_trials.clear()
                 oracle_state = json.dumps(self.oracle.get_state()) if self._oracle_dirty else None
                 self._oracle_dirty = False
-            for trial_id, text in trials:
-                write_text_atomic(compat.trial_file(self.oracle, trial_id), text)
-            if oracle_state is not None:
-                write_text_atomic(compat.oracle_file(self.oracle), oracle_state)
+            try:
+                if self.guard is not None:
+                    self.guard()
+                while trials:
+                    trial_id, text = trials[0]
+                    write_text_atomic(compat.trial_file(self.oracle, trial_id), text)
+                    trials.pop(0)
+                if oracle_state is not None:
+                    write_text_atomic(compat.oracle_file(self.oracle), oracle_state)
+            except BaseException:
+                with self.lock:  # not written: dirty again, unless changed (and marked) meanwhile
+                    for trial_id, _ in trials:
+                        self._dirty_trials.setdefault(trial_id, self.oracle.trials[trial_id])
+                    self._oracle_dirty = self._oracle_dirty or oracle_state is not None
+                raise
 
     def _loop(self) -> None:
+        failing = ""  # the last write error, logged once
         while True:
             self._wake.wait()
             if self._stop.is_set():
@@ -76,15 +143,29 @@ class WriteBehind:
             try:
                 self.flush()
             except Exception as err:  # noqa: BLE001 - e.g. a full disk: keep serving, say so, retry
-                log.error("cannot write the oracle's state: %s", err)
-                self._oracle_dirty = True
+                if str(err) != failing:
+                    log.error("cannot write the oracle's state (retrying every second): %s", err)
+                failing = str(err)
+                if self.health is not None:
+                    self.health.report("oracle.json, trial.json", err)
+                self._wake.set()
+                if self._stop.wait(1.0):
+                    return
+                continue
+            failing = ""
+            if self.health is not None:
+                self.health.report("oracle.json, trial.json", None)
             if self._stop.wait(self.interval):  # let the next burst of changes coalesce
                 return
 
-    def close(self) -> None:
-        """Stop the writer, write everything, give the oracle its own writes back."""
+    def close(self, *, write: bool = True) -> None:
+        """Stop the writer, write everything (unless ``write`` is False: a fenced chief must not),
+        give the oracle its own writes back."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=5)
-        self.flush()
-        compat.redirect_oracle_writes(self.oracle, None, None)
+        try:
+            if write:
+                self.flush()
+        finally:
+            compat.redirect_oracle_writes(self.oracle, None, None)

@@ -1,15 +1,23 @@
 """The chief process, assembled: ``run_chief(spec, environ) -> exit code``.
 
 What ``tuner-service chief`` (a pod's entrypoint, or a process of ``tuner-service run``) does,
-in order: read its role and ports from the environment (bad settings fail before TensorFlow
-loads), build the same keras-tuner tuner as the workers (which declares the search space and,
-on storage that already holds a search, reloads it: a restarted chief resumes), serve the
-oracle with its metrics and status API beside it until the search is over, then retrain the
-best trial and write ``results.json``.
+in order: read its role and ports from the environment, check that the study directory can be
+written and take its lock (one chief per study: :mod:`tuner_service.study.lock`), all before
+TensorFlow loads; check that the saved state can be read back; build the same keras-tuner tuner
+as the workers (which declares the search space and, on storage that already holds a search,
+reloads it: a restarted chief resumes), serve the oracle with its metrics and status API beside
+it until the search is over, then retrain the best trial and write ``results.json``. A search
+that was already over (a chief killed during the final retrain) is finalized without workers.
+
+Every way this can end is one line on stderr and an exit code: 0 done, 1 the search failed or
+could not go on (no worker within ``worker_deadline``, another chief took over, the state cannot
+be written), 2 bad input (a second chief on the study, an unusable directory or saved state),
+128 + N on signal N.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import time
@@ -23,6 +31,8 @@ from tuner_service.auth import ServerSecurity
 from tuner_service.process import UsageError
 from tuner_service.spec import StudySpec
 from tuner_service.study import endpoints, files
+from tuner_service.study.integrity import StudyStateError, check_directory, check_saved_state
+from tuner_service.study.lock import LockLost, StudyLock
 
 if TYPE_CHECKING:
     from tuner_service.chief.chief import Chief
@@ -57,13 +67,55 @@ class ChiefSettings:
         check_free(self.role.oracle_ip, {process.ORACLE_PORT: self.role.oracle_port, **named})
 
 
+def study_lock(spec: StudySpec, environ: Mapping[str, str]) -> StudyLock:
+    stale = process.env_seconds(environ, process.LOCK_STALE, 30.0)
+    heartbeat = process.env_seconds(environ, process.LOCK_HEARTBEAT, min(5.0, stale / 3))
+    if not 0 < heartbeat < stale:
+        raise UsageError(
+            f"{process.LOCK_HEARTBEAT}={heartbeat:g} must be above 0 and below {process.LOCK_STALE}"
+        )
+    return StudyLock(spec.project_dir, stale_after=stale, heartbeat=heartbeat)
+
+
 def run_chief(spec: StudySpec, environ: Mapping[str, str]) -> int:
     """Serve the study's search until it is over; the process's exit code."""
     settings = ChiefSettings.from_env(spec, environ)  # before TensorFlow loads
     settings.check_ports()  # a busy port: one line naming it, nothing written
+    check_directory(spec.project_dir)  # before anything is written there
+    lock = study_lock(spec, environ)
+    lock.acquire()  # a second chief exits 2 here, in a second, naming the holder
+    lock.start_heartbeat()
+    try:
+        return _run_locked(spec, settings, lock)
+    except LockLost as err:
+        print(f"chief: stopped without writing: {err}", file=sys.stderr)
+        return process.EXIT_FAILED
+    except OSError as err:
+        if err.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"chief: {_cannot_write(spec, err)}", file=sys.stderr)
+        return process.EXIT_FAILED
+    finally:
+        lock.release()
+
+
+# A full or read-only volume, a quota, lost permissions, an I/O error, a vanished directory.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT}
+
+
+def _cannot_write(spec: StudySpec, err: object) -> str:
+    return (
+        f"cannot write the study's state in {spec.project_dir}: {err}. Free space or make the volume "
+        "writable, then start the chief again: it resumes from the last state saved"
+    )
+
+
+def _run_locked(spec: StudySpec, settings: ChiefSettings, lock: StudyLock) -> int:
+    check_saved_state(spec.project_dir, settings.role.tuner_id)
     from tuner_service import compat, compute
     from tuner_service.chief.chief import Chief
     from tuner_service.models import load_hypermodel
+    from tuner_service.study.ledger import CorruptStateError
     from tuner_service.tuners import build_tuner
 
     compat.check_version()
@@ -72,12 +124,50 @@ def run_chief(spec: StudySpec, environ: Mapping[str, str]) -> int:
     compute.configure_devices(spec.compute)  # the final retrain trains as the trials did
     hypermodel = compute.for_study(load_hypermodel(spec.model), spec.compute)
     resumed = (spec.project_dir / files.ORACLE).exists()
-    tuner = build_tuner(spec, hypermodel)
-    tuner.save()
-    chief = Chief(spec, tuner.oracle, address=settings.role.address, security=settings.security)
+    try:
+        tuner = build_tuner(spec, hypermodel)
+        tuner.save()
+        chief = Chief(
+            spec, tuner.oracle, address=settings.role.address, lock=lock, security=settings.security
+        )
+    except (CorruptStateError, KeyError, ValueError, TypeError, RuntimeError) as err:
+        if not resumed:
+            raise
+        # What the file checks could not see (e.g. valid JSON that keras-tuner cannot load).
+        raise StudyStateError(
+            f"cannot reload the search saved in {spec.project_dir} ({type(err).__name__}: {err}): restore "
+            f"its files from a backup, or move it away to start the study over"
+        ) from None
+    if chief.search_over():
+        return _finalize_alone(spec, chief, tuner)
     with ExitStack() as stack:  # metrics and status stay up until the chief exits
         serve_observability(spec, chief, settings, stack)
         return _serve(spec, chief, tuner, resumed)
+
+
+def _finalize_alone(spec: StudySpec, chief: Chief, tuner: Any) -> int:
+    """The search ended before this chief started: finish it without waiting for workers."""
+    from tuner_service.results import finalize
+
+    chief.server.stop(None)
+    saved = files.read_json(spec.project_dir / files.RESULTS)
+    if isinstance(saved, dict) and saved.get("state") == "finished":
+        # Nothing is rewritten: the ledger keeps its workers and times as the search left them.
+        chief.writer.close(write=False)
+        log.info("the search in %s is over and its results are written: nothing to do", spec.project_dir)
+        return process.EXIT_OK if saved.get("trials_completed") else process.EXIT_FAILED
+    log.info(
+        "the search in %s is over but has no results yet (its chief stopped before writing them): "
+        "finishing it without workers",
+        spec.project_dir,
+    )
+    chief.writer.close()
+    if (files.read_json(spec.project_dir / files.STATE) or {}).get("state") != "finished":
+        chief.ledger.set_state("finished")  # every trial had ended, but its chief died before saying so
+        chief.ledger.close()
+    results = finalize(spec, tuner, "finished")
+    log.info("results: %s", spec.project_dir / files.RESULTS)
+    return process.EXIT_OK if results.get("trials_completed") else process.EXIT_FAILED
 
 
 def serve_observability(spec: StudySpec, chief: Chief, settings: ChiefSettings, stack: ExitStack) -> None:
@@ -139,6 +229,15 @@ def _serve(spec: StudySpec, chief: Chief, tuner: Any, resumed: bool) -> int:
     if outcome.state == "interrupted":
         # The shell convention, 128 + signal: 143 for Kubernetes' SIGTERM, 130 for Ctrl-C.
         return 128 + chief.stop_signal if chief.stop_signal else process.EXIT_INTERRUPTED
+    if outcome.state in ("stalled", "fenced", "unwritable"):
+        kube.publish_event(kube.SEARCH_FAILED, f"study {spec.name}: {outcome.message}", event_type="Warning")
+        message = {
+            "stalled": f"gave up: {outcome.message}",
+            "fenced": f"stopped without writing: {outcome.message}",
+            "unwritable": _cannot_write(spec, outcome.message),
+        }[outcome.state]
+        print(f"chief: {message}", file=sys.stderr)
+        return process.EXIT_FAILED
     if outcome.state == "failed":
         kube.publish_event(kube.SEARCH_FAILED, f"study {spec.name}: {outcome.message}", event_type="Warning")
     results = finalize(spec, tuner, outcome.state)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +50,12 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             code = "ABORTED"
             context.set_trailing_metadata(err.metadata)  # why: wire.FENCE (empty for a lost lease)
             context.abort(grpc.StatusCode.ABORTED, f"{method.__name__}: {err}")
+        except TrialNotFound as err:
+            code = "NOT_FOUND"
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{method.__name__}: {err}")
+        except TrialAlreadyEnded as err:
+            code = "ALREADY_EXISTS"
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{method.__name__}: {err}")
         except KeyError as err:
             code = "NOT_FOUND"
             context.abort(grpc.StatusCode.NOT_FOUND, f"{method.__name__}: unknown trial {err}")
@@ -76,6 +83,25 @@ def _with_status(trial: keras_tuner.engine.trial.Trial, status: str) -> Any:
     return copy.to_proto()
 
 
+class TrialNotFound(KeyError):
+    """A report about a trial id the oracle has never handed out (NOT_FOUND)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TrialAlreadyEnded(Exception):
+    """A report that contradicts how a trial ended (ALREADY_EXISTS): nothing is changed."""
+
+
+# Final statuses a worker may send, by the status the oracle records for them (INVALID without
+# retries left becomes FAILED).
+_SAME_END = {
+    TrialStatus.COMPLETED: {TrialStatus.COMPLETED},
+    TrialStatus.FAILED: {TrialStatus.FAILED, TrialStatus.INVALID},
+}
+
+
 class OracleServicer(compat.service_pb2_grpc().OracleServicer):
     def __init__(
         self,
@@ -100,6 +126,8 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         # gRPC still runs calls on many threads: transport, (de)serialisation, health checks
         # and the status service never wait behind a decision.
         self.lock = threading.RLock()
+        # Trials whose final report carried a non-finite objective or loss: {trial id: why}.
+        self._non_finite: dict[str, str] = {}
         self.rpc_observers: list[Callable[[str, str, float], None]] = []
         # (operation, seconds) for the oracle's own decisions: create_trial, end_trial.
         self.decision_observers: list[Callable[[str, float], None]] = []
@@ -151,6 +179,69 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
             for observer in self.decision_observers:
                 observer(operation, time.perf_counter() - start)
 
+    # -- one end per trial, true verdicts (issue 11) -------------------------------------------
+    # Every client gets these, stock keras-tuner workers included (no tuner id needed): a report
+    # is checked against the trial as the oracle knows it *before* any lease or oracle work.
+    def _known_trial(self, trial_id: str) -> keras_tuner.engine.trial.Trial:
+        trial = self.oracle.trials.get(trial_id)
+        if trial is None:
+            raise TrialNotFound(f"trial {trial_id!r} does not exist in this study (never handed out)")
+        return trial
+
+    def _ended(self, trial: keras_tuner.engine.trial.Trial) -> bool:
+        """Ended for good: COMPLETED or FAILED, and neither running nor queued again."""
+        running = any(t.trial_id == trial.trial_id for t in self.oracle.ongoing_trials.values())
+        return (
+            trial.status in _SAME_END
+            and not running
+            and not compat.queued_for_retry(self.oracle, trial.trial_id)
+        )
+
+    def _refuse_after_end(
+        self, trial: keras_tuner.engine.trial.Trial, what: str, tuner_id: str | None
+    ) -> None:
+        """A report on an ended trial that is not a repeat of its end: fenced or refused."""
+        record = self.ledger.trials.get(trial.trial_id)
+        ender = record.tuner_id if record else None
+        if tuner_id and ender and tuner_id != ender:
+            # Our worker whose trial was reassigned and finished elsewhere: it abandons it.
+            raise StaleHolder(f"trial {trial.trial_id} already ended {trial.status} on {ender}")
+        raise TrialAlreadyEnded(
+            f"trial {trial.trial_id} already ended {trial.status}"
+            + (f" (score {trial.score:g})" if trial.score is not None else "")
+            + f"; {what} refused, nothing changed"
+        )
+
+    def _is_repeat_end(self, trial: keras_tuner.engine.trial.Trial, status: str) -> bool:
+        return self._ended(trial) and status in _SAME_END[trial.status]
+
+    def _check_final_report(self, trial_id: str, metrics: dict[str, float]) -> bool:
+        """Whether a final report may be scored; a non-finite objective or loss fails the trial.
+
+        The report is then kept away from the oracle (an ``inf`` would become the best score;
+        keras-tuner catches only NaN) and the trial's EndTrial turns COMPLETED into INVALID.
+        """
+        watched = (self.oracle.objective.name, "loss")
+        bad = {k: v for k, v in metrics.items() if k in watched and not math.isfinite(v)}
+        if not bad:
+            self._non_finite.pop(trial_id, None)  # an earlier attempt's verdict no longer applies
+            return True
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+        self._non_finite[trial_id] = f"non-finite final metrics ({detail}): the model diverged"
+        log.warning("trial %s: %s", trial_id, self._non_finite[trial_id])
+        return False
+
+    def _true_verdict(self, trial: keras_tuner.engine.trial.Trial) -> None:
+        """Turn a COMPLETED end without a usable score into INVALID (retried, then FAILED)."""
+        why = self._non_finite.pop(trial.trial_id, None)
+        if trial.status != TrialStatus.COMPLETED:
+            return
+        if why is None and not self.oracle.trials[trial.trial_id].metrics.exists(self.oracle.objective.name):
+            why = f"no final value of {self.oracle.objective.name} was reported"
+        if why is not None:
+            trial.status = TrialStatus.INVALID
+            trial.message = why
+
     # -- the keras-tuner Oracle service ----------------------------------------------------
     @_rpc
     def GetSpace(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -193,11 +284,17 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
     def UpdateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
         metrics = dict(request.metrics)
         md = context.invocation_metadata()
-        self._refuse_if_failed(context, wire.get(md, wire.TUNER_ID))
+        tuner_id = wire.get(md, wire.TUNER_ID)
+        self._refuse_if_failed(context, tuner_id)
+        known = self._known_trial(request.trial_id)
+        if self._ended(known):
+            self._refuse_after_end(known, "UpdateTrial", tuner_id)
         with self.leases.lock:
-            self._fence_superseded(wire.get(md, wire.TUNER_ID), context)
-            self.leases.admit(request.trial_id, wire.get(md, wire.TUNER_ID))
-            if wire.get(md, wire.REPORT) == wire.PROGRESS:
+            self._fence_superseded(tuner_id, context)
+            self.leases.admit(request.trial_id, tuner_id)
+            if wire.get(md, wire.REPORT) == wire.PROGRESS or not self._check_final_report(
+                request.trial_id, metrics
+            ):
                 # The heartbeat: recorded, not scored (the final report is scored, as stock).
                 trial = self.oracle.get_trial(request.trial_id)
             else:
@@ -229,9 +326,17 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         if trial.message is None:  # keras-tuner's proto drops it; our workers send it alongside
             trial.message = wire.get(md, wire.MESSAGE)
         self._refuse_if_failed(context, wire.get(md, wire.TUNER_ID))
+        known = self._known_trial(trial.trial_id)
+        if self._is_repeat_end(known, trial.status):
+            # The same end again (a retried call whose answer was lost): nothing to change or count.
+            log.info("trial %s: repeated EndTrial(%s) ignored", trial.trial_id, trial.status)
+            return pb2.EndTrialResponse()
+        if self._ended(known):
+            self._refuse_after_end(known, f"EndTrial({trial.status})", wire.get(md, wire.TUNER_ID))
         with self.leases.lock:
             self._fence_superseded(wire.get(md, wire.TUNER_ID), context)
             self.leases.admit(trial.trial_id, wire.get(md, wire.TUNER_ID))
+            self._true_verdict(trial)
             try:
                 self._decide("end_trial", lambda: self.oracle.end_trial(trial))
             except RuntimeError:
@@ -261,9 +366,10 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
 
     @_rpc
     def GetTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
+        trial = self._known_trial(request.trial_id)  # NOT_FOUND before anything else
         if wire.get(context.invocation_metadata(), wire.REPORT) == wire.RELEASE:
             self._release(request.trial_id, context)
-        return pb2.GetTrialResponse(trial=self.oracle.get_trial(request.trial_id).to_proto())
+        return pb2.GetTrialResponse(trial=trial.to_proto())
 
     # -- our extensions (tuner_service/wire.py) -----------------------------------------------
     def _release(self, trial_id: str, context: grpc.ServicerContext) -> None:

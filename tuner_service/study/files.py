@@ -21,6 +21,7 @@ file                      written by                      holds
 ``report.html|md``,       ``report``                      the human-readable report
 ``report_files/``
 ``logs/<process>.log``    ``run`` (local processes)       each process's output
+``chief.lock``            chief (:mod:`.lock`)            its one chief: host, pid, heartbeat, token
 ========================  ==============================  =========================================
 
 Every JSON file is written with :func:`write_json_atomic` (write a temporary file, then rename):
@@ -53,6 +54,7 @@ REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 REPORT_FILES = "report_files"
 LOGS = "logs"
+LOCK = "chief.lock"
 # Inside a trial directory (tuner_service/checkpoints.py): Keras' BackupAndRestore state.
 BACKUP = "backup"
 BACKUP_HISTORY = "history.json"
@@ -107,6 +109,10 @@ class StudyDir:
     def looks_like_study(self) -> bool:
         """Whether the folder holds a search's state (so removing it removes a study, nothing else)."""
         return self.oracle.exists() or self.state.exists() or bool(self.trial_files())
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK
 
     def trial_dir(self, trial_id: str) -> Path:
         return self.root / f"{TRIAL_DIR_PREFIX}{trial_id}"

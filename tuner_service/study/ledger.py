@@ -8,6 +8,7 @@ as an :class:`Event` to listeners (metrics, the status stream), and is persisted
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tuner_service.study.files import STATE, read_json, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 
 class CorruptStateError(Exception):
@@ -45,7 +48,8 @@ class TrialRecord:
 @dataclass
 class WorkerRecord:
     tuner_id: str
-    state: str = "waiting"  # waiting | training | done
+    # waiting | training | done | silent (its trial was reassigned) | stopped (the chief stopped)
+    state: str = "waiting"
     trial_id: str | None = None
     last_seen: float = field(default_factory=time.time)
     trials_completed: int = 0
@@ -77,8 +81,14 @@ class Ledger:
         path: Path | None = None,
         *,
         save_interval: float = 0.0,
+        guard: Callable[[], None] | None = None,
+        on_write: Callable[[BaseException | None], None] | None = None,
     ):
+        """``guard`` is called before every write and may raise to prevent it (the study lock's
+        fencing check); ``on_write`` hears how every background write went (None: written)."""
         self.name = name
+        self.guard = guard
+        self.on_write = on_write
         self.save_interval = save_interval
         self.max_trials = max_trials
         self.path = path
@@ -240,6 +250,17 @@ class Ledger:
         self._emit(Event("trial_reattached", time.time(), tuner_id, trial_id))
         self.save()
 
+    def workers_stopped(self) -> list[str]:
+        """The chief stops: workers it still counted as training or waiting are not served any
+        more (``status`` after Ctrl-C must not show them training). Returns their ids."""
+        with self._lock:
+            stopped = [w.tuner_id for w in self.workers.values() if w.state in ("training", "waiting")]
+            for tuner_id in stopped:
+                self.workers[tuner_id].state, self.workers[tuner_id].trial_id = "stopped", None
+        for tuner_id in stopped:
+            self._emit(Event("worker_seen", time.time(), tuner_id, data={"state": "stopped"}))
+        return stopped
+
     def set_state(self, state: str, message: str | None = None) -> None:
         with self._lock:
             self.state, self.message = state, message
@@ -290,13 +311,16 @@ class Ledger:
         if self.path is None:
             return
         with self._write_lock:
+            if self.guard is not None:
+                self.guard()
             self._dirty.clear()
             # Compact: at hundreds of trials the indented encoder's GIL time showed in the
             # tail latency of the RPCs served meanwhile (bench.load, docs/performance.md).
             write_json_atomic(self.path, self.snapshot(), compact=True)
 
-    def close(self) -> None:
-        """Stop the background saver and write the last snapshot.
+    def close(self, *, write: bool = True) -> None:
+        """Stop the background saver and write the last snapshot (unless ``write`` is False:
+        a chief that lost the study to another must not).
 
         The chief calls it when it shuts down, so no delayed write lands after the process
         (or a benchmark's temporary storage) is gone; later changes are written at once.
@@ -305,15 +329,31 @@ class Ledger:
         self._dirty.set()  # wake a saver that waits for changes
         if self._saver is not None:
             self._saver.join(timeout=10)
-        self.flush()
+        if write:
+            self.flush()
 
     def _save_loop(self) -> None:
+        failing = ""  # the last write error, logged once
         while True:
             self._dirty.wait()
             # Let the rest of a burst land in the same write; close() ends the wait early.
             if self._closed.wait(self.save_interval):
                 return
-            self.flush()
+            try:
+                self.flush()
+            except Exception as err:  # noqa: BLE001 - a full disk, or fenced: say so, keep serving
+                if str(err) != failing:
+                    log.error("cannot write %s (retrying every second): %s", self.path, err)
+                failing = str(err)
+                self._dirty.set()  # try again
+                if self.on_write is not None:
+                    self.on_write(err)
+                if self._closed.wait(1.0):
+                    return
+                continue
+            failing = ""
+            if self.on_write is not None:
+                self.on_write(None)
 
     def restore(self) -> None:
         """Reload a previous chief's ledger (same storage), so a restarted chief keeps history."""
