@@ -31,7 +31,8 @@ def chief(tmp_path: Path):
     ledger = Ledger("p", 4)
     servicer = OracleServicer(oracle, ledger, lease_timeout=60)
     metrics = ChiefMetrics(ledger).attach(servicer)
-    server, _, port = make_server(servicer, "127.0.0.1:0")
+    built = make_server(servicer, "127.0.0.1:0")
+    server, port = built.server, built.port
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = compat.service_pb2_grpc().OracleStub(channel)
