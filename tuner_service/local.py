@@ -151,6 +151,9 @@ def run_search(
     """A local chief + ``workers`` search with a live table (``run`` and ``experiment``); its exit code."""
     if workers < 1:
         raise UsageError("--workers must be at least 1")
+    from tuner_service import data
+
+    data.check(spec.data, spec.seed)  # bad data: one line here, exit 2, before any process starts
     if not spec.is_seed_model:
         # Fail fast, in this process, on a user model that cannot be imported.
         from tuner_service.models import load_hypermodel

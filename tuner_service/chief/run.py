@@ -51,7 +51,7 @@ class ChiefSettings:
 def run_chief(spec: StudySpec, environ: Mapping[str, str]) -> int:
     """Serve the study's search until it is over; the process's exit code."""
     settings = ChiefSettings.from_env(spec, environ)  # before TensorFlow loads
-    from tuner_service import compat, compute
+    from tuner_service import compat, compute, data
     from tuner_service.chief.chief import Chief
     from tuner_service.models import load_hypermodel
     from tuner_service.tuners import build_tuner
@@ -60,14 +60,15 @@ def run_chief(spec: StudySpec, environ: Mapping[str, str]) -> int:
     compat.install_atomic_json()  # a chief killed mid-write must not leave a corrupt oracle.json
     settings.role.export()
     compute.configure_devices(spec.compute)  # the final retrain trains as the trials did
-    hypermodel = compute.for_study(load_hypermodel(spec.model), spec.compute)
+    splits = data.load(spec.data, spec.seed, spec.batch_size)  # bad data: exit 2 before serving
+    hypermodel = compute.for_study(load_hypermodel(spec.model, splits.task), spec.compute)
     resumed = (spec.project_dir / files.ORACLE).exists()
     tuner = build_tuner(spec, hypermodel)
     tuner.save()
     chief = Chief(spec, tuner.oracle, address=settings.role.address)
     with ExitStack() as stack:  # metrics and status stay up until the chief exits
         serve_observability(spec, chief, settings, stack)
-        return _serve(spec, chief, tuner, resumed)
+        return _serve(spec, chief, tuner, resumed, splits)
 
 
 def serve_observability(spec: StudySpec, chief: Chief, settings: ChiefSettings, stack: ExitStack) -> None:
@@ -108,7 +109,7 @@ def serve_observability(spec: StudySpec, chief: Chief, settings: ChiefSettings, 
         stack.callback(time.sleep, settings.linger)  # runs first on exit: both servers still answer
 
 
-def _serve(spec: StudySpec, chief: Chief, tuner: Any, resumed: bool) -> int:
+def _serve(spec: StudySpec, chief: Chief, tuner: Any, resumed: bool, splits: Any) -> int:
     from tuner_service import kube
     from tuner_service.results import finalize
 
@@ -123,13 +124,11 @@ def _serve(spec: StudySpec, chief: Chief, tuner: Any, resumed: bool) -> int:
         return 128 + chief.stop_signal if chief.stop_signal else process.EXIT_INTERRUPTED
     if outcome.state == "failed":
         kube.publish_event(kube.SEARCH_FAILED, f"study {spec.name}: {outcome.message}", event_type="Warning")
-    results = finalize(spec, tuner, outcome.state)
+    results = finalize(spec, tuner, outcome.state, splits)
     log.info("results: %s", spec.project_dir / files.RESULTS)
     if outcome.state == "failed":
         print(f"search failed: {outcome.message}", file=sys.stderr)
         return process.EXIT_FAILED
-    summary = (
-        f"best {spec.objective} {results.get('best_val_score')}, test accuracy {results.get('test_accuracy')}"
-    )
+    summary = f"best {spec.objective} {results.get('best_val_score')}, test {results.get('test_metrics')}"
     kube.publish_event(kube.SEARCH_FINISHED, f"study {spec.name}: {summary}")
     return process.EXIT_OK if results.get("trials_completed") else process.EXIT_FAILED

@@ -21,6 +21,7 @@ file                      written by                      holds
 ``report.html|md``,       ``report``                      the human-readable report
 ``report_files/``
 ``logs/<process>.log``    ``run`` (local processes)       each process's output
+``tensorboard/<trial>/``  workers (``tensorboard: true``)  TensorBoard logs with HParams, per trial
 ========================  ==============================  =========================================
 
 Every JSON file is written with :func:`write_json_atomic` (write a temporary file, then rename):
@@ -53,6 +54,7 @@ REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 REPORT_FILES = "report_files"
 LOGS = "logs"
+TENSORBOARD = "tensorboard"
 # Inside a trial directory (tuner_service/checkpoints.py): Keras' BackupAndRestore state.
 BACKUP = "backup"
 BACKUP_HISTORY = "history.json"
@@ -103,6 +105,10 @@ class StudyDir:
     @property
     def logs(self) -> Path:
         return self.root / LOGS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD
 
     def trial_dir(self, trial_id: str) -> Path:
         return self.root / f"{TRIAL_DIR_PREFIX}{trial_id}"
