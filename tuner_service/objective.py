@@ -88,8 +88,24 @@ def of_results(results: dict) -> Objective:
     return of_name(results.get("objective") or "val_loss", results.get("objective_direction"))
 
 
+def recorded_direction(spec: StudySpec) -> Direction | None:
+    """The direction keras-tuner recorded for the objective in the study's trial files, if any."""
+    from tuner_service.study import files
+
+    for path in files.StudyDir(spec.project_dir).trial_files():
+        trial = files.read_json(path)
+        metrics = ((trial or {}).get("metrics") or {}).get("metrics") or {}
+        direction = (metrics.get(spec.objective) or {}).get("direction")
+        if direction in ("min", "max"):
+            return direction
+    return None
+
+
 def direction_of(spec: StudySpec, results: dict | None = None) -> Direction:
-    """The direction for a reader that has the study and maybe its results (recorded wins)."""
+    """The direction for a reader of a study: the one its results or the study file state, the
+    one its trial files recorded, else inferred (only then is keras-tuner imported)."""
     if results and results.get("objective_direction") in ("min", "max"):
         return results["objective_direction"]
-    return of_study(spec).direction
+    if spec.objective_direction is not None:
+        return spec.objective_direction
+    return recorded_direction(spec) or of_study(spec).direction

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner_service.experiment import active_hyperparameters
+from tuner_service.objective import direction_of
 from tuner_service.spec import StudySpec
 from tuner_service.study import files
 from tuner_service.study.files import read_json
@@ -150,7 +151,6 @@ def load(spec: StudySpec) -> SearchView:
             )
         )
     trials.sort(key=lambda t: (t.ended_at or math.inf, _int(t.trial_id)))
-    lowered = spec.objective.lower()
     return SearchView(
         spec=spec,
         trials=trials,
@@ -158,7 +158,7 @@ def load(spec: StudySpec) -> SearchView:
         baseline=read_json(project / files.BASELINE),
         experiment=read_json(project / files.EXPERIMENT_JSON),
         stopping=stopping,
-        maximise=not (lowered.endswith("loss") or "error" in lowered),
+        maximise=direction_of(spec, read_json(project / files.RESULTS)) == "max",
     )
 
 

@@ -224,7 +224,7 @@ def partial_results(spec: StudySpec, snapshot: dict[str, Any] | None) -> dict[st
     state = (snapshot or {}).get("state") or "not started"
     if state == "finished":
         state = "finished, not finalized"  # the chief stopped before it wrote results.json
-    direction = spec.objective_direction or _direction_without_keras(spec)
+    direction = objective.direction_of(spec)
     results = _head(spec, rows, state, direction)
     results["partial"] = True
     completed = [r for r in rows if r["status"] == "COMPLETED" and r.get("score") is not None]
@@ -238,16 +238,6 @@ def partial_results(spec: StudySpec, snapshot: dict[str, Any] | None) -> dict[st
         results["best_val_score"] = best["score"]
         results["best_hyperparameters"] = best["hyperparameters"]
     return results
-
-
-def _direction_without_keras(spec: StudySpec) -> str:
-    """The direction recorded in a trial file (keras-tuner writes it per metric), else inferred."""
-    for path in files.StudyDir(spec.project_dir).trial_files():
-        metrics = ((_trial_json(path) or {}).get("metrics") or {}).get("metrics") or {}
-        direction = (metrics.get(spec.objective) or {}).get("direction")
-        if direction in ("min", "max"):
-            return direction
-    return objective.of_study(spec).direction
 
 
 def current(spec: StudySpec) -> dict[str, Any] | None:
