@@ -216,7 +216,9 @@ BAD_DATA = {
         "train is empty (0 samples)",
     ),
     "folder without images": (
-        lambda t: (t / "pics" / "cat").mkdir(parents=True) or (t / "pics" / "dog").mkdir() or f"images:{t / 'pics'}",
+        lambda t: (
+            (t / "pics" / "cat").mkdir(parents=True) or (t / "pics" / "dog").mkdir() or f"images:{t / 'pics'}"
+        ),
         {},
         "no images (.bmp, .gif, .jpeg, .jpg, .png) in the class folders of",
     ),
@@ -256,7 +258,7 @@ def test_bad_data_is_one_clear_line_exit_2_and_nothing_written(tmp_path: Path, c
 def test_the_chief_checks_the_data_before_it_serves(tmp_path: Path) -> None:
     source = _npz(tmp_path, x_train=_x(10), y_train=_labels(0, 1, 0, 1))
     study = tiny_study(tmp_path, data={"source": source})
-    env = {"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "0"}
+    env = {"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "1"}
     result = cli("chief", "--config", str(study), env=env, timeout=300)
     assert result.returncode == 2
     assert f"data {source!r}: x_train has 10 samples but y_train has 4" in result.stderr

@@ -29,9 +29,13 @@ def verdict_line(results: dict[str, Any]) -> str | None:
 
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    title = f"study {results['name']} ({results['model']}, {results['tuner']})"
     if results.get("partial"):
-        title += f": PARTIAL ({results.get('state')}), what has completed so far"
+        console.print(
+            f"PARTIAL ({results.get('state')}): the search has not finished; what has completed so far",
+            highlight=False,
+            soft_wrap=True,
+        )
+    title = f"study {results['name']} ({results['model']}, {results['tuner']})"
     head = Table(title=title, show_header=False, title_justify="left")
     head.add_row("state", str(results.get("state")))
     head.add_row("trials completed", str(results.get("trials_completed")))
