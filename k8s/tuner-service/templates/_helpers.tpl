@@ -227,6 +227,11 @@ Pod pieces shared by the chief and the workers
   mountPath: /tmp
 - name: home
   mountPath: /home/tuner
+{{- if .Values.dataVolume.existingClaim }}
+- name: study-data
+  mountPath: {{ .Values.dataVolume.mountPath }}
+  readOnly: true
+{{- end }}
 {{- if .Values.userCode.configMap }}
 - name: user-code
   mountPath: {{ .Values.userCode.mountPath }}
@@ -257,6 +262,12 @@ Pod pieces shared by the chief and the workers
 - name: home
   emptyDir:
     sizeLimit: {{ .Values.scratch.homeSizeLimit }}
+{{- if .Values.dataVolume.existingClaim }}
+- name: study-data
+  persistentVolumeClaim:
+    claimName: {{ .Values.dataVolume.existingClaim }}
+    readOnly: true
+{{- end }}
 {{- if .Values.userCode.configMap }}
 - name: user-code
   configMap:
