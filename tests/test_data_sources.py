@@ -142,6 +142,7 @@ def test_user_data_function_of_datasets_and_a_fit_returning_a_dict(tmp_path: Pat
         tmp_path,
         model="tests.fixtures.user_models:DictFitHyperModel",
         data={"source": "tests.fixtures.user_data:datasets", "max_train_samples": None},
+        tensorboard=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     res = _results(tmp_path)
@@ -149,6 +150,12 @@ def test_user_data_function_of_datasets_and_a_fit_returning_a_dict(tmp_path: Pat
     assert set(res["test_metrics"]) == {"accuracy", "loss"} and res["retrain"]["test_size"] == 40
     assert "val_accuracy" in res["retrain"]["val_metrics"]
     assert "comparison" not in res and "baseline_test_accuracy" not in res
+    # tensorboard: true: each trial's logs in its own folder, with keras-tuner's HParams summary.
+    board = tmp_path / "studies" / "tiny" / "tensorboard"
+    for trial in res["trials"]:
+        events = list((board / trial["trial_id"]).rglob("events.out.tfevents.*"))
+        assert events, f"no TensorBoard events for trial {trial['trial_id']}"
+        assert any(b"hparams" in e.read_bytes() for e in events)
 
 
 @pytest.mark.e2e
