@@ -185,6 +185,17 @@ def markdown(cmp: dict[str, Any], command: str | None = None) -> str:
         f"| validation accuracy, this run | {_pct(cmp['baseline_val_accuracy'])} "
         f"| {_pct(cmp['tuned_val_score'])} (best trial) | |",
     ]
+    if cmp.get("comparison"):
+        c = cmp["comparison"]
+        lo, hi = c["ci95"]
+        p = "-" if c.get("p_value") is None else f"{c['p_value']:.2g}"
+        lines.append(
+            f"| difference, 95 % confidence interval ({c['test']}: p = {p}) | | "
+            f"{100 * lo:+.1f} to {100 * hi:+.1f} points | {c['verdict']} |"
+            if c["metric"] == "accuracy"
+            else f"| {c['metric']} difference, 95 % CI ({c['test']}: p = {p}) | | "
+            f"{lo:+.4g} to {hi:+.4g} | {c['verdict']} |"
+        )
     rep = cmp.get("repeated")
     if rep and rep["baseline"] and rep["tuned"]:
         b, t = _mean_sd(rep["baseline"]), _mean_sd(rep["tuned"])
@@ -196,17 +207,6 @@ def markdown(cmp: dict[str, Any], command: str | None = None) -> str:
         lines.append(
             f"| test accuracy, seed (full data) | {seed['baseline']:.1f} % | {seed['tuned']:.1f} % "
             f"| {seed['tuned'] - seed['baseline']:+.1f} points |"
-        )
-    if cmp.get("comparison"):
-        c = cmp["comparison"]
-        lo, hi = c["ci95"]
-        p = "-" if c.get("p_value") is None else f"{c['p_value']:.2g}"
-        lines.append(
-            f"| difference, 95 % confidence interval ({c['test']}: p = {p}) | | "
-            f"{100 * lo:+.1f} to {100 * hi:+.1f} points | {c['verdict']} |"
-            if c["metric"] == "accuracy"
-            else f"| {c['metric']} difference, 95 % CI ({c['test']}: p = {p}) | | "
-            f"{lo:+.4g} to {hi:+.4g} | {c['verdict']} |"
         )
     lines += [
         "",
