@@ -261,7 +261,6 @@ def test_bad_data_is_one_clear_line_exit_2_and_nothing_written(tmp_path: Path, c
     assert not (tmp_path / "studies").exists()
 
 
-@pytest.mark.e2e
 def test_the_chief_checks_the_data_before_it_serves(tmp_path: Path) -> None:
     source = _npz(tmp_path, x_train=_x(10), y_train=_labels(0, 1, 0, 1))
     study = tiny_study(tmp_path, data={"source": source})

@@ -525,12 +525,13 @@ def _kind(source: str) -> tuple[str, str]:
     return "function", source
 
 
-def check(spec: DataSpec, seed: int | None = None) -> None:
+def check(spec: DataSpec, seed: int | None = None, *, call_function: bool = True) -> None:
     """Every problem that shows without starting TensorFlow (``run`` calls it before any process).
 
     npz files are loaded and checked whole, image folders for classes and images, Keras names
-    against the known loaders; a user function is called (it imports what it needs). The
-    chief's :func:`load` checks the rest before it serves.
+    against the known loaders; a user function is called (it imports what it needs) unless
+    ``call_function`` is False (the chief, whose :func:`load` calls it next). The chief's
+    :func:`load` checks the rest before it serves.
     """
     kind, rest = _kind(spec.source)
     if kind == "keras":
@@ -539,7 +540,7 @@ def check(spec: DataSpec, seed: int | None = None) -> None:
         from_arrays(spec.source, spec, 0 if seed is None else seed, _npz_arrays(spec.source, rest, spec))
     elif kind == "images":
         _check_images(spec.source, rest)
-    else:
+    elif call_function:
         _user(spec.source, spec, 0 if seed is None else seed)
 
 

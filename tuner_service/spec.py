@@ -83,7 +83,7 @@ class DataSpec(_Strict):
     )
     num_classes: int | None = Field(None, ge=2, description="classification: labels 0..num_classes-1")
     validation_split: float = Field(0.2, gt=0, lt=1, description="share of train held out")
-    max_train_samples: int | None = Field(None, ge=10, description="cap for quick runs")
+    max_train_samples: int | None = Field(None, ge=10, description="cap for quick runs (array sources)")
     pipeline: Literal["auto", "tf.data", "numpy"] = Field(
         "auto",
         description="how trials get the data: a tf.data pipeline built once per worker (cached, "

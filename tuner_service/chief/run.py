@@ -51,7 +51,11 @@ class ChiefSettings:
 def run_chief(spec: StudySpec, environ: Mapping[str, str]) -> int:
     """Serve the study's search until it is over; the process's exit code."""
     settings = ChiefSettings.from_env(spec, environ)  # before TensorFlow loads
-    from tuner_service import compat, compute, data
+    from tuner_service import data
+
+    # Bad data: one line, exit 2, nothing written; files before TensorFlow loads, the rest below.
+    data.check(spec.data, spec.seed, call_function=False)
+    from tuner_service import compat, compute
     from tuner_service.chief.chief import Chief
     from tuner_service.models import load_hypermodel
     from tuner_service.tuners import build_tuner
@@ -60,7 +64,7 @@ def run_chief(spec: StudySpec, environ: Mapping[str, str]) -> int:
     compat.install_atomic_json()  # a chief killed mid-write must not leave a corrupt oracle.json
     settings.role.export()
     compute.configure_devices(spec.compute)  # the final retrain trains as the trials did
-    splits = data.load(spec.data, spec.seed, spec.batch_size)  # bad data: exit 2 before serving
+    splits = data.load(spec.data, spec.seed, spec.batch_size)  # what check() could not see: exit 2
     hypermodel = compute.for_study(load_hypermodel(spec.model, splits.task), spec.compute)
     resumed = (spec.project_dir / files.ORACLE).exists()
     tuner = build_tuner(spec, hypermodel)
