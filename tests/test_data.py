@@ -73,3 +73,21 @@ def test_seed_hypermodels_fit_the_task() -> None:
     sparse = data.Task("classification", (32, 32, 3), num_classes=5)
     assert BASELINES["cnn"](sparse).output_shape == (None, 5)
     assert BASELINES["cnn"](sparse).loss == "sparse_categorical_crossentropy"
+
+
+def test_run_tries_the_keras_loader_when_its_cache_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+
+    def offline() -> None:
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
+    assert not data.keras_cache_present("cifar10")
+    with pytest.raises(data.DataError, match="the Keras loader failed .OSError: Temporary failure"):
+        data.check(DataSpec(source="keras:cifar10"))
+    (tmp_path / "datasets" / "cifar-10-batches-py").mkdir(parents=True)
+    assert data.keras_cache_present("cifar10")
+    data.check(DataSpec(source="keras:cifar10"))  # the cache is there: the chief's load reads it
