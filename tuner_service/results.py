@@ -61,14 +61,15 @@ def trial_rows(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def wall_seconds(snapshot: dict[str, Any] | None) -> float | None:
-    """Search start to end from the ledger: first trial started to last trial ended (or now)."""
-    trials = list((snapshot or {}).get("trials", {}).values())
-    starts = [t["started_at"] for t in trials if t.get("started_at") is not None]
-    if not starts:
+    """Search start to end from the ledger: first trial started to last trial ended (while the
+    search runs: to the ledger's last update)."""
+    if not snapshot:
         return None
+    trials = list(snapshot.get("trials", {}).values())
+    starts = [t["started_at"] for t in trials if t.get("started_at") is not None]
     ends = [t["ended_at"] for t in trials if t.get("ended_at") is not None]
-    end = max(ends) if ends and snapshot.get("state") != "running" else snapshot.get("updated_at")  # type: ignore[union-attr]
-    return None if end is None else round(max(0.0, end - min(starts)), 1)
+    end = max(ends) if ends and snapshot.get("state") != "running" else snapshot.get("updated_at")
+    return None if not starts or end is None else round(max(0.0, end - min(starts)), 1)
 
 
 def _head(spec: StudySpec, rows: list[dict[str, Any]], state: str, direction: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ file                      written by                      holds
 ``report.html|md``,       ``report``                      the human-readable report
 ``report_files/``
 ``logs/<process>.log``    ``run`` (local processes)       each process's output
-``tensorboard/<trial>/``  workers (``tensorboard: true``)  TensorBoard logs with HParams, per trial
+``tensorboard/<trial>/``  workers if ``tensorboard``      TensorBoard logs with HParams, per trial
 ========================  ==============================  =========================================
 
 Every JSON file is written with :func:`write_json_atomic` (write a temporary file, then rename):
