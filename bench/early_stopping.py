@@ -85,6 +85,7 @@ def run_search(spec: Any, splits: Any) -> dict[str, Any]:
     """One search: a real Chief in threads, one real worker tuner in this process."""
     import keras
 
+    from tuner_service import training
     from tuner_service.chief.chief import Chief
     from tuner_service.models import load_hypermodel
     from tuner_service.process import Role
@@ -93,7 +94,7 @@ def run_search(spec: Any, splits: Any) -> dict[str, Any]:
 
     for var in CONTRACT:
         os.environ.pop(var, None)
-    chief_tuner = build_tuner(spec, load_hypermodel(spec.model))
+    chief_tuner = build_tuner(spec, load_hypermodel(spec.model, splits.task))
     chief_tuner.save()
     chief = Chief(spec, chief_tuner.oracle, address="127.0.0.1:0", linger=1.0)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -102,7 +103,7 @@ def run_search(spec: Any, splits: Any) -> dict[str, Any]:
     waiter = threading.Thread(target=lambda: outcome.update(o=chief.wait()), daemon=True)
     waiter.start()
 
-    worker_tuner = Worker(spec, Role("worker-0", "127.0.0.1", chief.port)).build_tuner()
+    worker_tuner = Worker(spec, Role("worker-0", "127.0.0.1", chief.port)).build_tuner(splits.task)
     epochs_trained: dict[str, int] = {}
     curves: dict[str, list[float]] = {}  # trial id -> objective per epoch, for --replay
     # Wall time of epochs 2, 3...: the steady cost of one epoch, without the first epoch's
@@ -128,14 +129,8 @@ def run_search(spec: Any, splits: Any) -> dict[str, Any]:
 
     worker_tuner.on_trial_begin = seeded_begin
     with contextlib.redirect_stdout(io.StringIO()):  # keras-tuner's per-trial display
-        worker_tuner.search(
-            splits.x_train,
-            splits.y_train,
-            validation_data=(splits.x_val, splits.y_val),
-            epochs=spec.epochs,
-            batch_size=spec.batch_size,
-            verbose=0,
-        )
+        fit_args, fit_kwargs = training.search_inputs(splits, spec.batch_size)  # as the workers do
+        worker_tuner.search(*fit_args, epochs=spec.epochs, verbose=0, **fit_kwargs)
     waiter.join(60)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     chief.shutdown(outcome.get("o") or chief.wait())
@@ -352,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 for index, label in enumerate(["off", *args.variant]):
                     stopping = None if label == "off" else parse_variant(label)
                     spec = study(args, tuner, seed, stopping, tmp, f"v{index}")
-                    splits = data.load(spec.data, spec.seed)
+                    splits = data.load(spec.data, spec.seed, spec.batch_size)
                     result = run_search(spec, splits)
                     if stopping is None:
                         row["off"] = result

@@ -13,6 +13,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_KERAS_HOME = REPO.parent / "shared" / "data" / "keras"
+# Module-scoped fixtures start chiefs before the autouse fixture below runs, and a chief loads the
+# study's data before it serves: give every process the sample unless KERAS_HOME says otherwise.
+if SHARED_KERAS_HOME.is_dir():
+    os.environ.setdefault("KERAS_HOME", str(SHARED_KERAS_HOME))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -80,6 +80,11 @@ def test_experiment_runs_the_seed_protocol(tmp_path: Path):
     assert (project / "report.html").exists() and (project / "baseline.json").exists()
     assert (project / "experiment-study.yaml").exists()  # what chief and workers ran
     assert "86.6" in proc.stdout  # the table is printed too
+    # The verdict carries its uncertainty: a paired test on the same 401 test images.
+    paired = cmp["comparison"]
+    assert paired == results["comparison"] and paired["test_size"] == 401
+    assert paired["verdict"] in ("tuned better", "baseline better", "within noise")
+    assert "on 401 test images (McNemar p = " in md and "95 % CI" in md
 
     again = cli(*args, timeout=60)
     assert again.returncode == 2 and "already holds a finished search" in again.stderr

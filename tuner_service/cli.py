@@ -80,17 +80,18 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from tuner_service.results import run_baseline
 
     result = run_baseline(spec)
-    print(json.dumps(result, indent=2))
+    per_sample = ("test_correct", "test_errors")  # kept in baseline.json for pairing, not for reading
+    print(json.dumps({k: v for k, v in result.items() if k not in per_sample}, indent=2))
     return EXIT_OK
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     spec = _load_spec(args)
-    from tuner_service.results import load_results
+    from tuner_service.results import current
     from tuner_service.study import files
     from tuner_service.table import print_results
 
-    results = load_results(spec)
+    results = current(spec)  # a search that has not finished: what completed, marked partial
     if results is None:
         raise UsageError(f"no results at {spec.project_dir / files.RESULTS} (has the search run?)")
     if args.json:
@@ -253,6 +254,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         ("tuner_service.models", "ModelError"),
         ("tuner_service.tuners", "TunerConfigError"),
         ("tuner_service.data", "DataError"),
+        ("tuner_service.objective", "ObjectiveError"),
         ("tuner_service.experiment", "ExperimentError"),
         ("tuner_service.report", "ReportError"),
         ("tuner_service.auth", "SecurityConfigError"),

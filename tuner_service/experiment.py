@@ -20,7 +20,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from tuner_service import fmt
+from tuner_service import fmt, objective
+from tuner_service.significance import sentence
 from tuner_service.spec import StudySpec
 from tuner_service.stopping import study_rule
 from tuner_service.study import files
@@ -112,8 +113,7 @@ def selection_check(results: dict[str, Any]) -> dict[str, Any]:
     ]
     if not completed:
         return {"ok": False, "why": "no completed trial"}
-    maximise = not results.get("objective", "").endswith("loss")
-    best = (max if maximise else min)(r["score"] for r in completed)
+    best = objective.of_results(results).best(r["score"] for r in completed)
     chosen = next((r for r in completed if r["trial_id"] == results.get("best_trial_id")), None)
     ok = chosen is not None and chosen["score"] == best
     return {
@@ -146,6 +146,10 @@ def comparison(spec: StudySpec, results: dict[str, Any], baseline: dict[str, Any
         "seed_observation": seed_observations(spec.model, best_hps),
         "trials_with_growing_filters": _growing_filters(spec.model, results),
         "selection": selection_check(results),
+        "tuned_test_metrics": results.get("test_metrics"),
+        "baseline_test_metrics": results.get("baseline_test_metrics") or (baseline or {}).get("test_metrics"),
+        # Paired test on the same test samples (tuner_service/significance.py); results.json's.
+        "comparison": results.get("comparison"),
     }
     if out["baseline_test_accuracy"] is not None and out["tuned_test_accuracy"] is not None:
         out["gain_points"] = 100 * (out["tuned_test_accuracy"] - out["baseline_test_accuracy"])
@@ -172,6 +176,17 @@ def markdown(cmp: dict[str, Any], command: str | None = None) -> str:
         f"| validation accuracy, this run | {fmt.percent(cmp['baseline_val_accuracy'])} "
         f"| {fmt.percent(cmp['tuned_val_score'])} (best trial) | |",
     ]
+    if cmp.get("comparison"):
+        c = cmp["comparison"]
+        lo, hi = c["ci95"]
+        p = "-" if c.get("p_value") is None else f"{c['p_value']:.2g}"
+        lines.append(
+            f"| difference, 95 % confidence interval ({c['test']}: p = {p}) | | "
+            f"{100 * lo:+.1f} to {100 * hi:+.1f} points | {c['verdict']} |"
+            if c["metric"] == "accuracy"
+            else f"| {c['metric']} difference, 95 % CI ({c['test']}: p = {p}) | | "
+            f"{lo:+.4g} to {hi:+.4g} | {c['verdict']} |"
+        )
     rep = cmp.get("repeated")
     if rep and rep["baseline"] and rep["tuned"]:
         b, t = fmt.mean_sd(rep["baseline"]), fmt.mean_sd(rep["tuned"])
@@ -186,6 +201,7 @@ def markdown(cmp: dict[str, Any], command: str | None = None) -> str:
         )
     lines += [
         "",
+        *([f"Verdict: {sentence(cmp['comparison'], 'test images')}.", ""] if cmp.get("comparison") else []),
         "Best hyperparameters: " + ", ".join(f"`{k}={v}`" for k, v in cmp["best_hyperparameters"].items()),
     ]
     obs = cmp.get("seed_observation")
@@ -232,12 +248,12 @@ def repeated_tests(spec: StudySpec, repeats: int) -> dict[str, list[float]]:
     ``seed``, ``seed+1``...) and test every model: one retrain is noisy on small data.
 
     Only the search's choice (best trial by validation score) is trained here; the test set
-    scores it, it chooses nothing.
+    scores it, it chooses nothing. The metric is accuracy (classification) or MAE (regression).
     """
     import keras
     import keras_tuner
 
-    from tuner_service import data
+    from tuner_service import data, training
     from tuner_service.models import load_hypermodel
     from tuner_service.models.seed import BASELINES
     from tuner_service.results import load_results
@@ -246,23 +262,28 @@ def repeated_tests(spec: StudySpec, repeats: int) -> dict[str, list[float]]:
     best_id = results.get("best_trial_id")
     if best_id is None:
         raise ExperimentError("the search chose no trial; nothing to test")
-    trial = keras_tuner.engine.trial.Trial.load(str(spec.project_dir / f"trial_{best_id}" / "trial.json"))
-    hypermodel = load_hypermodel(spec.model)
-    splits = data.load(spec.data, spec.seed)
+    trial = keras_tuner.engine.trial.Trial.load(str(files.StudyDir(spec.project_dir).trial_file(best_id)))
+    splits = data.load(spec.data, spec.seed, spec.batch_size)
+    if splits.test is None:
+        raise ExperimentError(f"data {spec.data.source!r} has no test set to retest on")
+    hypermodel = load_hypermodel(spec.model, splits.task)
+    metric = "accuracy" if splits.task.is_classification else "mae"
     out: dict[str, list[float]] = {"baseline": [], "tuned": []}
     for i in range(repeats):
         for kind in ("baseline", "tuned"):
             keras.utils.set_random_seed((spec.seed or 0) + i)
-            model = BASELINES[spec.model]() if kind == "baseline" else hypermodel.build(trial.hyperparameters)
-            model.fit(
-                splits.x_train,
-                splits.y_train,
-                validation_data=(splits.x_val, splits.y_val),
-                epochs=spec.epochs,
-                batch_size=spec.batch_size,
-                verbose=0,
+            if kind == "baseline":
+                model = BASELINES[spec.model](splits.task)
+                fit = lambda m, *a, **kw: m.fit(*a, **kw)  # noqa: E731
+            else:
+                hp = trial.hyperparameters
+                model = hypermodel.build(hp)
+                fit = lambda m, *a, hp=hp, **kw: hypermodel.fit(hp, m, *a, **kw)  # noqa: E731
+            _, evaluation = training.fit_and_test(
+                fit, model, splits, epochs=spec.epochs, batch_size=spec.batch_size, objective=spec.objective
             )
-            out[kind].append(float(model.evaluate(splits.x_test, splits.y_test, verbose=0)[1]))
+            assert evaluation is not None
+            out[kind].append(evaluation.metrics[metric])
     return out
 
 

@@ -394,6 +394,9 @@ def run_search(
     if finished is not None and not extends(spec, finished):
         print(finished_line(spec, finished))
         return process.EXIT_OK
+    from tuner_service import data
+
+    data.check(spec.data, spec.seed)  # bad data: one line here, exit 2, before any process starts
     run = LocalRun(spec, config, overrides, workers=workers, verbose=verbose)
     run.plan_ports()  # before TensorFlow loads and before anything is written or removed
     if fresh:

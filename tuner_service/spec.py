@@ -66,14 +66,58 @@ class HyperbandTuner(_Strict):
 TunerSpec = Annotated[BayesianTuner | RandomTuner | HyperbandTuner, Field(discriminator="type")]
 
 
+_DATA_SOURCE = re.compile(r"^(keras:\w+|npz:.+|images:.+|[A-Za-z_][\w.]*:[A-Za-z_][\w.]*)$")
+_NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
 class DataSpec(_Strict):
-    dataset: Literal["fashion_mnist"] = "fashion_mnist"
+    """Where the data comes from and what the task is (see tuner_service/data.py, README)."""
+
+    source: str = Field(
+        "keras:fashion_mnist",
+        description="keras:<name> (Keras' loader), npz:<path>, images:<dir> (a class-per-folder "
+        "tree) or package.module:attr (a function returning the splits)",
+    )
+    dataset: Literal["fashion_mnist"] = Field("fashion_mnist", description="legacy; see source")
+    keys: dict[str, str] = Field(
+        default_factory=dict, description="npz only: array names, e.g. {x_train: features}"
+    )
+    image_size: tuple[int, int] = Field((256, 256), description="images only: height, width")
+    color_mode: Literal["grayscale", "rgb", "rgba"] = Field("rgb", description="images only")
+    task: Literal["auto", "classification", "regression"] = Field(
+        "auto", description="auto: integer or one-hot labels classify, float targets regress"
+    )
+    num_classes: int | None = Field(None, ge=2, description="classification: labels 0..num_classes-1")
     validation_split: float = Field(0.2, gt=0, lt=1, description="share of train held out")
-    max_train_samples: int | None = Field(None, ge=10, description="cap for quick runs")
+    max_train_samples: int | None = Field(None, ge=10, description="cap for quick runs (array sources)")
     pipeline: Literal["auto", "tf.data", "numpy"] = Field(
         "auto",
         description="how trials get the data: a tf.data pipeline built once per worker (cached, "
         "prefetched) or the arrays; auto = tf.data for the seed's models, arrays for user models",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_form(cls, v: str) -> str:
+        if not _DATA_SOURCE.match(v):
+            raise ValueError("must be keras:<name>, npz:<path>, images:<dir> or package.module:attr")
+        return v
+
+    @field_validator("keys")
+    @classmethod
+    def _known_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(_NPZ_KEYS))
+        if unknown:
+            raise ValueError(f"unknown array role(s) {unknown}; expected some of {list(_NPZ_KEYS)}")
+        return v
+
+
+class ObjectiveSpec(_Strict):
+    """``objective: {name: val_mae, direction: min}``: a metric Keras logs and which way is better."""
+
+    name: str = Field(min_length=1)
+    direction: Literal["min", "max"] | None = Field(
+        None, description="null: inferred from the name with keras-tuner's own rule"
     )
 
 
@@ -114,7 +158,12 @@ class StudySpec(_Strict):
     name: str = Field(min_length=1, max_length=40)
     model: str
     tuner: TunerSpec = Field(default_factory=BayesianTuner)
+    # The objective's name; `objective: {name, direction}` in the file also sets the direction
+    # (tuner_service/objective.py decides it, once, for every reader).
     objective: str = "val_accuracy"
+    objective_direction: Literal["min", "max"] | None = Field(
+        None, description="set by `objective: {name: ..., direction: min|max}`; null = inferred"
+    )
     max_trials: int = Field(10, ge=1, le=MAX_TRIALS)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -144,6 +193,24 @@ class StudySpec(_Strict):
     retrain_best: bool = Field(True, description="retrain the best trial and test it at the end")
     # Off (null) by default so a search reproduces stock keras-tuner exactly.
     early_stopping: EarlyStoppingSpec | None = None
+    tensorboard: bool = Field(
+        False, description="write each trial's TensorBoard logs (with HParams) under <study>/tensorboard"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_mapping(cls, v: Any) -> Any:
+        # `objective: {name: val_mae, direction: min}` -> objective + objective_direction.
+        if isinstance(v, dict) and isinstance(v.get("objective"), dict):
+            try:
+                obj = ObjectiveSpec.model_validate(v["objective"])
+            except ValidationError as err:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+                raise ValueError(f"objective: {problems}") from None
+            v = {**v, "objective": obj.name}
+            if obj.direction is not None:
+                v["objective_direction"] = obj.direction
+        return v
 
     @field_validator("name")
     @classmethod

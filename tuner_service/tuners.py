@@ -25,17 +25,14 @@ class TunerConfigError(Exception):
     """The study's tuner settings are rejected by keras-tuner (e.g. an unknown objective)."""
 
 
-def make_objective(name: str) -> keras_tuner.Objective:
-    """Objective with its direction inferred as keras-tuner does (``*acc*`` max, ``*loss`` min)."""
-    lowered = name.lower()
-    if lowered.endswith("loss") or "error" in lowered:
-        return keras_tuner.Objective(name, "min")
-    if any(k in lowered for k in ("acc", "auc", "precision", "recall", "f1")):
-        return keras_tuner.Objective(name, "max")
-    raise TunerConfigError(
-        f"objective {name!r}: cannot tell whether to minimise or maximise it; "
-        "use a metric name ending in 'loss' or containing 'accuracy'"
-    )
+def make_objective(spec: StudySpec) -> keras_tuner.Objective:
+    """The oracle's objective: the study's name and direction (tuner_service/objective.py)."""
+    from tuner_service import objective
+
+    try:
+        return objective.of_study(spec).to_keras_tuner()
+    except objective.ObjectiveError as err:
+        raise TunerConfigError(str(err)) from None
 
 
 def build_oracle(spec: StudySpec) -> keras_tuner.Oracle:
@@ -49,7 +46,7 @@ def build_oracle(spec: StudySpec) -> keras_tuner.Oracle:
 
 def _oracle(spec: StudySpec) -> keras_tuner.Oracle:
     common: dict[str, Any] = {
-        "objective": make_objective(spec.objective),
+        "objective": make_objective(spec),
         "seed": spec.seed,
         "max_retries_per_trial": spec.max_retries_per_trial,
         "max_consecutive_failed_trials": spec.max_consecutive_failed_trials,

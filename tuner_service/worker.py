@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 import keras
 from keras_tuner.engine.trial import TrialStatus
 
-from tuner_service import compat, compute, data, process
+from tuner_service import compat, compute, data, process, training
 from tuner_service.client import ServiceOracleClient
 from tuner_service.handover import DEFAULT_FINISH_WITHIN, HandedOver, Handover
 from tuner_service.models import load_hypermodel
 from tuner_service.process import Role
 from tuner_service.spec import StudySpec
+from tuner_service.study import files
 from tuner_service.study.ledger import read_snapshot
 from tuner_service.tuners import ServiceTuner, build_oracle, build_tuner
 
@@ -44,6 +45,15 @@ def freeze_startup_objects() -> None:
     # No gc.collect() first: it would walk that whole heap once more (~0.5 s at start-up) to
     # free a few MB of import-time garbage.
     gc.freeze()
+
+
+def tensorboard_callback(spec: StudySpec) -> Any:
+    """Keras' TensorBoard callback over ``<study>/tensorboard``; keras-tuner gives each trial its
+    own folder (``<trial id>/execution<n>``) and adds its HParams summary, so
+    ``tensorboard --logdir <study>/tensorboard`` compares the trials."""
+    import keras
+
+    return keras.callbacks.TensorBoard(log_dir=str(files.StudyDir(spec.project_dir).tensorboard))
 
 
 class Worker:
@@ -67,10 +77,10 @@ class Worker:
         self.metrics = metrics
         self.client: ServiceOracleClient | None = None
 
-    def build_tuner(self) -> ServiceTuner:
+    def build_tuner(self, task: data.Task | None = None) -> ServiceTuner:
         self.role.export()
         compat.install_atomic_json()  # a pod killed mid-write must not corrupt shared state
-        hypermodel = compute.for_study(load_hypermodel(self.spec.model), self.spec.compute)
+        hypermodel = compute.for_study(load_hypermodel(self.spec.model, task), self.spec.compute)
         oracle = build_oracle(self.spec)
         tuner = build_tuner(
             self.spec, hypermodel, oracle, epoch_hooks=[self._report], backups=True, handover=self.handover
@@ -115,23 +125,19 @@ class Worker:
                 f"{process.REQUIRE_GPU}=1 but no GPU is visible to {keras.backend.backend()} "
                 "(driver libraries on LD_LIBRARY_PATH? a GPU in the pod's resources?)"
             )
-        splits = data.load(self.spec.data, self.spec.seed)  # once per process, not per trial
+        splits = data.load(self.spec.data, self.spec.seed, self.spec.batch_size)  # once per process
         log.info("worker %s: data %s, devices %s", self.role.tuner_id, splits.sizes(), devices)
-        tuner = self.build_tuner()
+        tuner = self.build_tuner(splits.task)
         callbacks = []
         if self.metrics is not None:
-            self.metrics.samples_per_epoch = len(splits.x_train)
+            self.metrics.samples_per_epoch = len(splits.train)
             callbacks.append(self.metrics.callback())
-        fit_data: tuple = (splits.x_train, splits.y_train)
-        fit_kwargs: dict = {
-            "validation_data": (splits.x_val, splits.y_val),
-            "batch_size": self.spec.batch_size,
-        }
-        if compute.wants_tf_data(self.spec.data.pipeline, self.spec.is_seed_model):
-            train, val = compute.datasets(
-                *fit_data, *fit_kwargs["validation_data"], self.spec.batch_size, self.spec.seed
-            )
-            fit_data, fit_kwargs = (train,), {"validation_data": val, "shuffle": False}  # it shuffles
+        if self.spec.tensorboard:
+            callbacks.append(tensorboard_callback(self.spec))
+        tf_data = compute.wants_tf_data(self.spec.data.pipeline, self.spec.is_seed_model)
+        fit_data, fit_kwargs = training.search_inputs(
+            splits, self.spec.batch_size, tf_data=tf_data, seed=self.spec.seed
+        )
         freeze_startup_objects()
         if self.handover is not None:
             self.handover.searching = True  # SIGTERM now waits for a safe point

@@ -81,6 +81,10 @@ def run_chief(spec: StudySpec, environ: Mapping[str, str]) -> int:
     """Serve the study's search until it is over; the process's exit code."""
     settings = ChiefSettings.from_env(spec, environ)  # before TensorFlow loads
     settings.check_ports()  # a busy port: one line naming it, nothing written
+    from tuner_service import data
+
+    # Bad data: one line, exit 2, nothing written; files before TensorFlow loads, the rest below.
+    data.check(spec.data, spec.seed, call_function=False)
     check_directory(spec.project_dir)  # before anything is written there
     lock = study_lock(spec, environ)
     lock.acquire()  # a second chief exits 2 here, in a second, naming the holder
@@ -112,7 +116,7 @@ def _cannot_write(spec: StudySpec, err: object) -> str:
 
 def _run_locked(spec: StudySpec, settings: ChiefSettings, lock: StudyLock) -> int:
     check_saved_state(spec.project_dir, settings.role.tuner_id)
-    from tuner_service import compat, compute
+    from tuner_service import compat, compute, data
     from tuner_service.chief.chief import Chief
     from tuner_service.models import load_hypermodel
     from tuner_service.study.ledger import CorruptStateError
@@ -122,7 +126,8 @@ def _run_locked(spec: StudySpec, settings: ChiefSettings, lock: StudyLock) -> in
     compat.install_atomic_json()  # a chief killed mid-write must not leave a corrupt oracle.json
     settings.role.export()
     compute.configure_devices(spec.compute)  # the final retrain trains as the trials did
-    hypermodel = compute.for_study(load_hypermodel(spec.model), spec.compute)
+    splits = data.load(spec.data, spec.seed, spec.batch_size)  # what check() could not see: exit 2
+    hypermodel = compute.for_study(load_hypermodel(spec.model, splits.task), spec.compute)
     resumed = (spec.project_dir / files.ORACLE).exists()
     try:
         tuner = build_tuner(spec, hypermodel)
@@ -139,13 +144,13 @@ def _run_locked(spec: StudySpec, settings: ChiefSettings, lock: StudyLock) -> in
             f"its files from a backup, or move it away to start the study over"
         ) from None
     if chief.search_over():
-        return _finalize_alone(spec, chief, tuner)
+        return _finalize_alone(spec, chief, tuner, splits)
     with ExitStack() as stack:  # metrics and status stay up until the chief exits
         serve_observability(spec, chief, settings, stack)
-        return _serve(spec, chief, tuner, resumed)
+        return _serve(spec, chief, tuner, resumed, splits)
 
 
-def _finalize_alone(spec: StudySpec, chief: Chief, tuner: Any) -> int:
+def _finalize_alone(spec: StudySpec, chief: Chief, tuner: Any, splits: Any) -> int:
     """The search ended before this chief started: finish it without waiting for workers."""
     from tuner_service.results import finalize
 
@@ -165,7 +170,7 @@ def _finalize_alone(spec: StudySpec, chief: Chief, tuner: Any) -> int:
     if (files.read_json(spec.project_dir / files.STATE) or {}).get("state") != "finished":
         chief.ledger.set_state("finished")  # every trial had ended, but its chief died before saying so
         chief.ledger.close()
-    results = finalize(spec, tuner, "finished")
+    results = finalize(spec, tuner, "finished", splits)
     log.info("results: %s", spec.project_dir / files.RESULTS)
     return process.EXIT_OK if results.get("trials_completed") else process.EXIT_FAILED
 
@@ -216,7 +221,7 @@ def _linger(chief: Chief, seconds: float) -> None:
         time.sleep(seconds)
 
 
-def _serve(spec: StudySpec, chief: Chief, tuner: Any, resumed: bool) -> int:
+def _serve(spec: StudySpec, chief: Chief, tuner: Any, resumed: bool, splits: Any) -> int:
     from tuner_service import kube
     from tuner_service.results import finalize
 
@@ -240,13 +245,11 @@ def _serve(spec: StudySpec, chief: Chief, tuner: Any, resumed: bool) -> int:
         return process.EXIT_FAILED
     if outcome.state == "failed":
         kube.publish_event(kube.SEARCH_FAILED, f"study {spec.name}: {outcome.message}", event_type="Warning")
-    results = finalize(spec, tuner, outcome.state)
+    results = finalize(spec, tuner, outcome.state, splits)
     log.info("results: %s", spec.project_dir / files.RESULTS)
     if outcome.state == "failed":
         print(f"search failed: {outcome.message}", file=sys.stderr)
         return process.EXIT_FAILED
-    summary = (
-        f"best {spec.objective} {results.get('best_val_score')}, test accuracy {results.get('test_accuracy')}"
-    )
+    summary = f"best {spec.objective} {results.get('best_val_score')}, test {results.get('test_metrics')}"
     kube.publish_event(kube.SEARCH_FINISHED, f"study {spec.name}: {summary}")
     return process.EXIT_OK if results.get("trials_completed") else process.EXIT_FAILED

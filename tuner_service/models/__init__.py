@@ -5,17 +5,23 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras_tuner
+
+if TYPE_CHECKING:
+    from tuner_service.data import Task
 
 
 class ModelError(Exception):
     """The study's ``model`` cannot be turned into a hypermodel."""
 
 
-def load_hypermodel(ref: str) -> keras_tuner.HyperModel | Callable[..., Any]:
+def load_hypermodel(ref: str, task: Task | None = None) -> keras_tuner.HyperModel | Callable[..., Any]:
     """Resolve a study's ``model``: a seed name, a HyperModel class/instance or a build function.
+
+    The seed's hypermodels shape their input and output by ``task`` (the study's data;
+    Fashion-MNIST when None); a user's hypermodel is the user's to shape.
 
     A user's ``attr`` may be a ``keras_tuner.HyperModel`` subclass (instantiated without
     arguments), an instance of one, or a ``build(hp) -> keras.Model`` function.
@@ -23,7 +29,7 @@ def load_hypermodel(ref: str) -> keras_tuner.HyperModel | Callable[..., Any]:
     from tuner_service.models import seed
 
     if ref in seed.HYPERMODELS:
-        return seed.HYPERMODELS[ref]()
+        return seed.HYPERMODELS[ref](task)
     module_name, _, attr_path = ref.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)

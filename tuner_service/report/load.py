@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner_service.experiment import active_hyperparameters
+from tuner_service.objective import direction_of
 from tuner_service.spec import StudySpec
 from tuner_service.studies import live_state
 from tuner_service.study import files
@@ -121,14 +122,6 @@ def _curves(
     return _trial_curves(raw)
 
 
-def _maximise(spec: StudySpec, results: dict[str, Any]) -> bool:
-    direction = results.get("objective_direction")
-    if direction in ("min", "max"):
-        return direction == "max"
-    lowered = spec.objective.lower()  # keras-tuner's own inference for a bare metric name
-    return not (lowered.endswith("loss") or "error" in lowered)
-
-
 def _wall_seconds(results: dict[str, Any], ledger: dict[str, Any]) -> tuple[float | None, str]:
     """The search's wall time from results.json, else the span from the first trial's start to
     the last one's end (or the last save, while it runs), with a label that says which."""
@@ -211,7 +204,7 @@ def load(spec: StudySpec) -> SearchView:
         trials=trials,
         state=state,
         partial=partial,
-        maximise=_maximise(spec, results),
+        maximise=direction_of(spec, results) == "max",  # the one rule: tuner_service/objective.py
         wall_seconds=wall_seconds,
         wall_label=wall_label,
         results=results,

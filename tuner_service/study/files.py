@@ -22,6 +22,7 @@ file                      written by                      holds
 ``report_files/``
 ``logs/<process>.log``    ``run`` (local processes)       each process's output
 ``chief.lock``            chief (:mod:`.lock`)            its one chief: host, pid, heartbeat, token
+``tensorboard/<trial>/``  workers if ``tensorboard``      TensorBoard logs with HParams, per trial
 ========================  ==============================  =========================================
 
 Every JSON file is written with :func:`write_json_atomic` (write a temporary file, then rename):
@@ -55,6 +56,7 @@ REPORT_MD = "report.md"
 REPORT_FILES = "report_files"
 LOGS = "logs"
 LOCK = "chief.lock"
+TENSORBOARD = "tensorboard"
 # Inside a trial directory (tuner_service/checkpoints.py): Keras' BackupAndRestore state.
 BACKUP = "backup"
 BACKUP_HISTORY = "history.json"
@@ -113,6 +115,10 @@ class StudyDir:
     @property
     def lock(self) -> Path:
         return self.root / LOCK
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD
 
     def trial_dir(self, trial_id: str) -> Path:
         return self.root / f"{TRIAL_DIR_PREFIX}{trial_id}"

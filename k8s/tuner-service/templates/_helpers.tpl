@@ -335,6 +335,11 @@ the token it sends and the CA it verifies the chief with, never the chief's key.
   mountPath: /tmp
 - name: home
   mountPath: /home/tuner
+{{- if .Values.dataVolume.existingClaim }}
+- name: study-data
+  mountPath: {{ .Values.dataVolume.mountPath }}
+  readOnly: true
+{{- end }}
 {{- if .Values.userCode.configMap }}
 - name: user-code
   {{- if .Values.userCode.package }}
@@ -369,6 +374,12 @@ the token it sends and the CA it verifies the chief with, never the chief's key.
 - name: home
   emptyDir:
     sizeLimit: {{ .Values.scratch.homeSizeLimit }}
+{{- if .Values.dataVolume.existingClaim }}
+- name: study-data
+  persistentVolumeClaim:
+    claimName: {{ .Values.dataVolume.existingClaim }}
+    readOnly: true
+{{- end }}
 {{- if .Values.userCode.configMap }}
 - name: user-code
   configMap:
