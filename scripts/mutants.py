@@ -51,9 +51,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "loss-objective-maximised",
-        "tuner_service/tuners.py",
-        'return keras_tuner.Objective(name, "min")',
-        'return keras_tuner.Objective(name, "max")',
+        "tuner_service/objective.py",
+        "    return Objective(name, inferred)",
+        '    return Objective(name, "max")',
         ("tests/test_local_search.py", "-k", "loss"),
         "an objective named *loss is maximised",
     ),

@@ -82,7 +82,11 @@ class DataSpec(_Strict):
     keys: dict[str, str] = Field(
         default_factory=dict, description="npz only: array names, e.g. {x_train: features}"
     )
-    image_size: tuple[int, int] = Field((256, 256), description="images only: height, width")
+    # YAML has no tuples: a list [height, width] is what a study file gives (strict mode refuses
+    # list -> tuple coercion, so the field says so explicitly).
+    image_size: Annotated[tuple[int, int], Field(strict=False)] = Field(
+        (256, 256), description="images only: height, width"
+    )
     color_mode: Literal["grayscale", "rgb", "rgba"] = Field("rgb", description="images only")
     task: Literal["auto", "classification", "regression"] = Field(
         "auto", description="auto: integer or one-hot labels classify, float targets regress"
