@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 import json
 import math
 import os
@@ -387,3 +388,35 @@ def test_same_seed_same_history_same_proposals_beyond_the_model_cap(tmp_path, ba
         return [step(oracle) for _ in range(40)]
 
     assert run(tmp_path / "a") == run(tmp_path / "b")
+
+
+def test_many_workers_get_a_batch_of_distinct_spread_out_proposals(tmp_path):
+    """With many trials pending, one model evaluation serves several CreateTrials."""
+    oracle = make(tmp_path, max_trials=200)
+    for _ in range(30):
+        step(oracle)
+    pending, modes = [], []
+    for i in range(40):  # 40 workers ask; the 8th and later see >= 7 pending
+        pending.append(oracle.create_trial(f"w{i}"))
+        modes.append(oracle.last_decision["mode"])
+    assert modes[:8] == ["model"] * 8 and "batch" in modes
+    assert modes.count("model") < 20  # the batches did serve
+    keys = [json.dumps(t.hyperparameters.values, sort_keys=True) for t in oracle.trials.values()]
+    assert len(set(keys)) == len(keys)  # nothing repeated, in a batch or across batches
+    # A batch is spread out: its members differ from each other in more than one hyperparameter.
+    first = modes.index("batch") - 1
+    batch = [pending[first].hyperparameters.values]
+    for t, mode in zip(pending[first + 1 :], modes[first + 1 :], strict=True):
+        if mode != "batch":
+            break
+        batch.append(t.hyperparameters.values)
+    assert len(batch) > 1
+    for a, b in itertools.combinations(batch, 2):
+        assert sum(a[k] != b[k] for k in a) >= 2
+    # Completed trials invalidate a batch once they are more than 2% of the data (at least 1).
+    for trial in pending[:2]:
+        oracle.update_trial(trial.trial_id, {"score": objective(trial.hyperparameters.values)})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    oracle.create_trial("w-next")
+    assert oracle.last_decision["mode"] == "model"

@@ -100,13 +100,23 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
     # with the square and cube of the training set: 990 points cost 170 ms a decision, 160 ~10.
     max_model_points = 160
     model_best_points = 80
-    # Pending trials entered into the model as kriging believers: the most recently started
-    # ones. Every pending trial is still excluded (exactly and by radius) from the proposals.
-    max_pending_points = 64
+    # Pending trials entered into the model as kriging believers, and kept at a distance (see
+    # _maximise_acquisition): the most recently started ones. Every trial, pending ones
+    # included, is still excluded exactly from the proposals.
+    max_pending_points = 32
     # Kernel refits run on a background thread and decisions use the latest finished fit, so
     # no request waits for one. False fits inline (deterministic: the proposals depend only on
     # the seed and the history; ``wait_for_refit`` gives the same from a sequential caller).
     refit_in_background = True
+    # Many workers (at least ``batch_min_pending`` trials pending): one model evaluation yields
+    # up to ``batch_size`` proposals, the best candidate and runners-up kept apart from each
+    # other, handed out one per CreateTrial while fewer than ``batch_staleness`` of the completed
+    # trials (at least 1) have arrived since. 256 workers with 5-s trials ask ~50 times a second;
+    # a full decision each time would keep the chief's lock busy. Few workers: every decision
+    # is a full one, as before.
+    batch_size = 8
+    batch_min_pending = 8
+    batch_staleness = 0.02
 
     def __init__(
         self,
@@ -140,6 +150,7 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         self._codec_signature: tuple | None = None
         self._encoded: dict[str, tuple[dict, np.ndarray, bytes]] = {}  # trial_id -> cache
         self._refits: BackgroundFit | None = None  # created on first use (not deep-copyable)
+        self._batch: dict[str, Any] | None = None  # runners-up of the last model evaluation
         self.last_decision: dict[str, Any] = {}  # what the last populate_space did (for logs)
 
     # --- keras-tuner hooks -------------------------------------------------------------------
@@ -177,6 +188,7 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         self._fit = state.get("fast_bo")  # absent in a stock oracle's state: refit on demand
         self._codec = None
         self._codec_signature = None
+        self._batch = None
 
     def wait_for_refit(self, timeout: float = 60.0) -> bool:
         """Block until no background kernel fit is running (True) or ``timeout`` passed (False).
@@ -242,10 +254,23 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         P = np.array([self._encode(codec, t)[0] for t in running]).reshape(-1, codec.d)
         believers = P[-self.max_pending_points :] if self.max_pending_points > 0 else P[:0]
         tried = {key for _, key in encoded.values()}
+        from_batch = self._take_from_batch(codec, len(completed), tried, len(P))
+        if from_batch is not None:
+            self.last_decision = {"mode": "batch", "pending": len(P), "completed": len(completed)}
+            return codec.decode(from_batch)
 
         theta, refitted, fitted_at = self._theta(codec, X, y, len(completed))
         posterior = Posterior(theta, *codec.gp_inputs(X), y, *codec.gp_inputs(believers), codec.cat_sizes)
-        best_x = self._maximise_acquisition(codec, posterior, X_all, y_all, tried, P, rng)
+        # Kept apart from: the same recent pending trials (all of them are excluded exactly, as
+        # every trial is, through ``tried``); 255 pending made this test a third of a decision.
+        best_x, ranked = self._maximise_acquisition(codec, posterior, X_all, y_all, tried, believers, rng)
+        self._batch = None
+        if best_x is not None and len(P) + 1 >= self.batch_min_pending and not codec.conditional:
+            self._batch = {
+                "completed": len(completed),
+                "codec": codec,
+                "points": self._spread(codec, best_x, ranked),
+            }
         self.last_decision = {
             "mode": "model",
             "refitted": refitted,
@@ -257,6 +282,35 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         if best_x is None:
             return None
         return codec.decode(best_x)
+
+    def _take_from_batch(self, codec: SpaceCodec, n: int, tried: set, pending: int) -> np.ndarray | None:
+        """The next runner-up of the last model evaluation, while it is recent enough."""
+        batch = self._batch
+        if batch is None or pending < self.batch_min_pending or batch["codec"] is not codec:
+            return None
+        if n - batch["completed"] > max(1, int(n * self.batch_staleness)):
+            return None
+        while batch["points"]:
+            x = batch["points"].pop(0)
+            if codec.keys(x[None, :])[0] not in tried:  # e.g. a retry took the same values
+                return x
+        return None
+
+    def _spread(self, codec: SpaceCodec, best_x: np.ndarray, ranked: np.ndarray) -> list[np.ndarray]:
+        """Up to ``batch_size - 1`` runners-up, best first, each far from the best and each other.
+
+        "Far" is the pending-trial radius of ``_maximise_acquisition``; where too few
+        candidates are that far apart, merely distinct ones fill the batch.
+        """
+        radius = max(1, (codec.d - 1) // 2)
+        chosen = [best_x]
+        for limit in (radius, 0):
+            for x in ranked:
+                if len(chosen) >= self.batch_size:
+                    break
+                if (np.stack(chosen) != x[None, :]).sum(axis=1).min() > limit:
+                    chosen.append(x)
+        return chosen[1:]
 
     def _model_points(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Indices of the completed trials the model is trained on (all of them below the cap)."""
@@ -388,7 +442,7 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
                 )
             )
         if len(C) == 0:
-            return None
+            return None, C
         acq = score(C)
         # Hill-climb on the grid from the best few candidates.
         order = np.argsort(acq)[: self.refine_top]
@@ -407,8 +461,9 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
             pool, pool_acq = merged[top], merged_acq[top]
             best_x, best_acq = pool[0], pool_acq[0]
         if codec.conditional:
-            return self._first_fresh_canonical(codec, pool, pool_acq, tried, score)
-        return best_x
+            return self._first_fresh_canonical(codec, pool, pool_acq, tried, score), C[:0]
+        ranked = C[np.argsort(acq)[: 16 * self.batch_size]]  # the batch's runners-up come from these
+        return best_x, ranked
 
     @staticmethod
     def _first_fresh_canonical(codec, pool, pool_acq, tried, score):
