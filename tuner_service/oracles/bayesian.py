@@ -11,8 +11,14 @@ many workers. What changes, and why (numbers in ``docs/oracle.md``):
   Unordered choices with more than two values get a same-or-different distance instead of a
   made-up order. The kernel hyperparameters are refitted by a warm-started BFGS with analytic
   gradients only when the number of completed trials has grown by ~10% (at least 2); in
-  between, the model is re-conditioned on all data with the cached ones (one Cholesky, well under
-  a millisecond at 100 trials, so rank-one updates would buy nothing).
+  between, the model is re-conditioned on the data with the cached ones (one Cholesky).
+* **Cluster scale** (issue 16; 1,000 trials, 256 workers): the refit runs on a background
+  thread (``_refit.py``) that holds no lock, so no request waits for it; decisions use the
+  latest finished fit. The model is trained on at most ``max_model_points`` completed trials
+  (the best ones plus a seeded random sample of the rest), so a decision costs the same at
+  1,000 trials as at 160; at most ``max_pending_points`` recent pending trials enter it. With
+  many trials pending, one model evaluation yields a batch of spread-out proposals handed out
+  one per request while the data has barely changed.
 * **The acquisition** is stock's upper confidence bound ``mu - beta * sigma`` (for minimisation),
   maximised over a *candidate set* scored in one batch instead of 50 L-BFGS-B runs: random grid
   points, every one-step neighbour of the best trials, random perturbations of them, then a few
@@ -26,6 +32,9 @@ many workers. What changes, and why (numbers in ``docs/oracle.md``):
   believers (observed at the posterior mean), which leaves the mean unchanged and collapses the
   uncertainty around them; together with the exact de-duplication no two workers get the same
   configuration and the next worker is steered away from what is already running.
+* **Reproducibility**: with ``refit_in_background = False``, or a caller that waits for the
+  background fit between trials (``wait_for_refit``), proposals depend only on the seed and the
+  history. Otherwise they depend on which fit had finished when a request came.
 
 Subclass of ``keras_tuner.Oracle`` rather than of stock ``BayesianOptimizationOracle``: stock's
 constructor refuses to run without SciPy and scikit-learn and builds a scikit-learn model we
@@ -34,7 +43,9 @@ would never use, and every method we would inherit from it (``populate_space``,
 tie us to its private helpers for no reuse. ``create_trial``/``update_trial``/``end_trial`` come
 from ``keras_tuner.Oracle`` where they are already ``@keras_tuner.synchronized``;
 ``populate_space`` (where all our work happens, and the only place our caches change) runs under
-``create_trial``'s lock. We override none of the three, so there is nothing to re-decorate.
+``create_trial``'s lock; the background fit only reads a snapshot taken there and publishes its
+result with one attribute assignment (``_fit``). We override none of the three, so there is
+nothing to re-decorate.
 """
 
 from __future__ import annotations
