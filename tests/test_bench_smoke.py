@@ -86,6 +86,7 @@ def test_early_stopping_replay_of_a_missing_file_is_one_clear_line(tmp_path):
     assert "--replay: cannot read a recorded run" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.e2e
 def test_oracle_bench_quick_prints_latency_regret_and_stopping_tables(tmp_path):
     """The oracle benchmark's harness, without chief processes (its load part is bench.load's)."""
     out = tmp_path / "oracle.json"
