@@ -115,7 +115,16 @@ def oracle_rows(smoke: bool, raw_out: dict[str, Any]) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "oracle.json"
         # The load part runs below (bench.load); the oracle's own load run is in its benchmark.
-        cmd = [sys.executable, "-m", "bench.oracle_bench", "--parts", "latency,regret", "--json", str(path)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.oracle_bench",
+            "--parts",
+            "latency,regret",
+            "--kinds",
+            "stock,ours",
+        ]
+        cmd += ["--checkpoints", "100", "--budgets", "100", "--json", str(path)]
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if done.returncode != 0 or not path.exists():
             return [
