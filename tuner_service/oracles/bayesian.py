@@ -44,8 +44,9 @@ tie us to its private helpers for no reuse. ``create_trial``/``update_trial``/``
 from ``keras_tuner.Oracle`` where they are already ``@keras_tuner.synchronized``;
 ``populate_space`` (where all our work happens, and the only place our caches change) runs under
 ``create_trial``'s lock; the background fit only reads a snapshot taken there and publishes its
-result with one attribute assignment (``_fit``). We override none of the three, so there is
-nothing to re-decorate.
+result with one attribute assignment (``_fit``). We override ``end_trial`` only to start a
+due refit after keras-tuner's own, re-decorated with ``@keras_tuner.synchronized`` as
+keras-tuner documents for overrides (re-entrant for the same thread).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
     # trials (at least 1) have arrived since. 256 workers with 5-s trials ask ~50 times a second;
     # a full decision each time would keep the chief's lock busy. Few workers: every decision
     # is a full one, as before.
-    batch_size = 8
+    batch_size = 16
     batch_min_pending = 8
     batch_staleness = 0.02
 
@@ -165,6 +166,27 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         self.last_decision: dict[str, Any] = {}  # what the last populate_space did (for logs)
 
     # --- keras-tuner hooks -------------------------------------------------------------------
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        """keras-tuner's ``end_trial``, then the kernel refit if one is now due, in the background.
+
+        Started here rather than by the next decision, so that it has all the time until then
+        (and a sequential caller that waits for it gets what an inline fit would give).
+        """
+        result = super().end_trial(trial)
+        if self.refit_in_background:
+            self._start_due_refit()
+        return result
+
+    def _start_due_refit(self) -> None:
+        completed = self._completed_trials()
+        num_initial = self.num_initial_points or max(3 * len(self.hyperparameters.space), 3)
+        codec = self._space_codec()
+        if len(completed) < num_initial or codec.d == 0:
+            return
+        _, _, X, y, _ = self._training_set(codec, completed)
+        self._theta(codec, X, y, len(completed))  # starts the fit if one is due
 
     def populate_space(self, trial_id):
         """Proposes the next trial's values (called by ``create_trial``, under its lock)."""
@@ -253,13 +275,7 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
 
     def _propose(self, codec: SpaceCodec, completed: list, exclude_trial_id) -> dict | None:
         encoded = {tid: self._encode(codec, t) for tid, t in self.trials.items()}  # once each
-        X_all = np.array([encoded[t.trial_id][0] for t in completed])
-        y_all = np.array([float(t.score) for t in completed])
-        if self.objective.direction == "max":
-            y_all = -y_all  # minimise throughout
-        rng = np.random.default_rng([abs(int(self.seed)), len(self.trials)])
-        keep = self._model_points(y_all, rng)
-        X, y = X_all[keep], self._standardise(y_all[keep])
+        X_all, y_all, X, y, rng = self._training_set(codec, completed, encoded)
 
         running = [t for t in self.ongoing_trials.values() if t.trial_id != exclude_trial_id]
         P = np.array([self._encode(codec, t)[0] for t in running]).reshape(-1, codec.d)
@@ -293,6 +309,22 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         if best_x is None:
             return None
         return codec.decode(best_x)
+
+    def _training_set(self, codec: SpaceCodec, completed: list, encoded: dict | None = None):
+        """All completed trials (minimised), the model's subset of them (standardised), the rng.
+
+        The same history gives the same subset here and in ``end_trial``'s early refit.
+        """
+        if encoded is None:
+            X_all = np.array([self._encode(codec, t)[0] for t in completed])
+        else:
+            X_all = np.array([encoded[t.trial_id][0] for t in completed])
+        y_all = np.array([float(t.score) for t in completed])
+        if self.objective.direction == "max":
+            y_all = -y_all  # minimise throughout
+        rng = np.random.default_rng([abs(int(self.seed)), len(self.trials)])
+        keep = self._model_points(y_all, rng)
+        return X_all, y_all, X_all[keep], self._standardise(y_all[keep]), rng
 
     def _take_from_batch(self, codec: SpaceCodec, n: int, tried: set, pending: int) -> np.ndarray | None:
         """The next runner-up of the last model evaluation, while it is recent enough."""
