@@ -183,10 +183,10 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         completed = self._completed_trials()
         num_initial = self.num_initial_points or max(3 * len(self.hyperparameters.space), 3)
         codec = self._space_codec()
-        if len(completed) < num_initial or codec.d == 0:
-            return
+        if len(completed) < num_initial or codec.d == 0 or not self._refit_due(codec, len(completed)):
+            return  # the cheap test first: this runs in every EndTrial
         _, _, X, y, _ = self._training_set(codec, completed)
-        self._theta(codec, X, y, len(completed))  # starts the fit if one is due
+        self._theta(codec, X, y, len(completed))  # starts the fit
 
     def populate_space(self, trial_id):
         """Proposes the next trial's values (called by ``create_trial``, under its lock)."""
@@ -275,16 +275,16 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
 
     def _propose(self, codec: SpaceCodec, completed: list, exclude_trial_id) -> dict | None:
         encoded = {tid: self._encode(codec, t) for tid, t in self.trials.items()}  # once each
-        X_all, y_all, X, y, rng = self._training_set(codec, completed, encoded)
-
         running = [t for t in self.ongoing_trials.values() if t.trial_id != exclude_trial_id]
-        P = np.array([self._encode(codec, t)[0] for t in running]).reshape(-1, codec.d)
+        P = np.array([encoded[t.trial_id][0] for t in running]).reshape(-1, codec.d)
         believers = P[-self.max_pending_points :] if self.max_pending_points > 0 else P[:0]
         tried = {key for _, key in encoded.values()}
         from_batch = self._take_from_batch(codec, len(completed), tried, len(P))
-        if from_batch is not None:
+        if from_batch is not None:  # before any array work: most requests of a busy chief
             self.last_decision = {"mode": "batch", "pending": len(P), "completed": len(completed)}
             return codec.decode(from_batch)
+
+        X_all, y_all, X, y, rng = self._training_set(codec, completed, encoded)
 
         theta, refitted, fitted_at = self._theta(codec, X, y, len(completed))
         posterior = Posterior(theta, *codec.gp_inputs(X), y, *codec.gp_inputs(believers), codec.cat_sizes)
@@ -384,7 +384,7 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         if cached is not None:
             fitted_at = fit["fitted_at"]
             same_dims = list(fit["names"]) == codec.names
-            if same_dims and n < fitted_at + max(2, fitted_at // 10):
+            if same_dims and n < fitted_at + max(2, fitted_at // 10):  # as _refit_due
                 return cached, False, fitted_at
         starts = [Theta.default(codec.d, self.alpha)]
         if cached is not None:
@@ -399,6 +399,12 @@ class FastBayesianOptimizationOracle(keras_tuner.Oracle):
         if cached is None:
             return Theta.default(codec.d, self.alpha), started, None
         return cached, started, fit["fitted_at"]
+
+    def _refit_due(self, codec: SpaceCodec, n: int) -> bool:
+        fit = self._fit
+        if fit is None or list(fit["names"]) != codec.names:
+            return True
+        return n >= fit["fitted_at"] + max(2, fit["fitted_at"] // 10)
 
     def _cached_theta(self, codec: SpaceCodec, fit: dict[str, Any] | None) -> Theta | None:
         """A stored fit as kernel hyperparameters for today's dimensions (new ones: default)."""
