@@ -1,7 +1,7 @@
 """`make bench`: stock keras-tuner and tuner-service side by side, one table of ratios.
 
 Runs, in one go and on the same machine state:
-  * the oracle benchmark (``bench.oracle_bench``, when present): decision latency at 25/50/100
+  * the oracle benchmark (``bench.oracle_bench``, when present): decision latency at 100
     completed trials and regret, stock BayesianOptimization vs ours;
   * the end-to-end benchmark (``bench.e2e``): wall time, parallel efficiency, chief exit latency
     for 1, 2 and 4 workers on fixed-duration trials;
@@ -111,11 +111,20 @@ def oracle_rows(smoke: bool, raw_out: dict[str, Any]) -> list[Row]:
         return [Row("decision latency / regret", None, None, note="bench/oracle_bench.py not on this branch")]
     if smoke:
         return [Row("decision latency / regret", None, None, note="skipped in --smoke (see its own smoke)")]
-    from bench import oracle_bench
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "oracle.json"
-        cmd = [sys.executable, "-m", "bench.oracle_bench", "--json", str(path)]
+        # The load part runs below (bench.load); the oracle's own load run is in its benchmark.
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.oracle_bench",
+            "--parts",
+            "latency,regret",
+            "--kinds",
+            "stock,ours",
+        ]
+        cmd += ["--checkpoints", "100", "--budgets", "100", "--json", str(path)]
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if done.returncode != 0 or not path.exists():
             return [
@@ -125,13 +134,12 @@ def oracle_rows(smoke: bool, raw_out: dict[str, Any]) -> list[Row]:
             ]
         raw = json.loads(path.read_text())
     raw_out["oracle"] = raw
-    window = getattr(oracle_bench, "WINDOW", 5)
     rows: list[Row] = []
-    for n in (25, 50, 100):
+    for n in raw["args"]["stock_checkpoints"]:
         for call, name in (("create_s", "CreateTrial"), ("end_s", "EndTrial")):
             cells = {}
             for kind in ("stock", "ours"):
-                xs = [s for run in raw["latency"].get(kind, []) for c, s in run[call] if n <= c < n + window]
+                xs = [s for run in raw["latency"].get(kind, []) for c, s in run[call] if c == n]
                 cells[kind] = (
                     (float(np.percentile(xs, 50)) * 1000, float(np.percentile(xs, 99)) * 1000)
                     if xs
@@ -139,20 +147,19 @@ def oracle_rows(smoke: bool, raw_out: dict[str, Any]) -> list[Row]:
                 )
             rows.append(Row(f"{name} p50 at {n} completed", cells["stock"][0], cells["ours"][0], "ms"))
             rows.append(Row(f"{name} p99 at {n} completed", cells["stock"][1], cells["ours"][1], "ms"))
+    budget = raw["args"]["stock_budget"]
     for problem, by_kind in raw.get("regret", {}).items():
-        means = {k: float(np.mean([r["regret"] for r in runs])) * 100 for k, runs in by_kind.items()}
-        sds = {
-            k: float(np.std([r["regret"] for r in runs], ddof=1)) * 100 if len(runs) > 1 else 0.0
-            for k, runs in by_kind.items()
-        }
-        seeds = len(by_kind.get("ours", []))
+        regrets = {k: [r["regret_at"][str(budget)] for r in runs] for k, runs in by_kind.items()}
+        means = {k: float(np.mean(v)) * 100 for k, v in regrets.items() if v}
+        sds = {k: float(np.std(v, ddof=1)) * 100 if len(v) > 1 else 0.0 for k, v in regrets.items()}
         rows.append(
             Row(
-                f"regret {problem.upper()} (points, mean of {seeds} seeds)",
+                f"regret {problem.upper()} at {budget} trials (points, mean)",
                 means.get("stock"),
                 means.get("ours"),
                 "",
-                note=f"sd stock {sds.get('stock', 0):.2f}, ours {sds.get('ours', 0):.2f}",
+                note=f"sd stock {sds.get('stock', 0):.2f} (n={len(regrets.get('stock', []))}), "
+                f"ours {sds.get('ours', 0):.2f} (n={len(regrets.get('ours', []))})",
             )
         )
     return rows

@@ -7,10 +7,14 @@ first calls are spread over one ``--think`` (pods do not start in the same milli
 The chief is a real process (``python -m tuner_service chief``, or stock keras-tuner's
 ``oracle_chief.start_server`` through ``bench.stock_node``) running RandomSearch over the
 sleeping hypermodel, so the test measures the server and the protocol, not an oracle's maths.
+``--tuner bayesian --preload 500`` instead measures our chief deciding with Bayesian
+optimization on a study that already holds 500 completed trials (completed in-process before
+the chief starts; the chief resumes them, as a restarted chief would).
 Clients run as asyncio coroutines (``grpc.aio``) in a few processes so that they do not starve
 the chief of the GIL; they all start together once every client process has imported its libraries.
 
     python -m bench.load --clients 256 --cycles 3 --think 5
+    python -m bench.load --impl ours --tuner bayesian --preload 500
 """
 
 from __future__ import annotations
@@ -42,11 +46,17 @@ class LoadResult:
     clients: int
     cycles: int
     think: float
+    tuner: str = "random"
+    preload: int = 0  # completed trials in the study before the clients start
     rpcs: int = 0
     errors: int = 0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     max_ms: float = 0.0
+    create_p50_ms: float = 0.0
+    create_p99_ms: float = 0.0
+    create_max_ms: float = 0.0
+    other_p99_ms: float = 0.0  # every RPC but CreateTrial
     wall: float = 0.0
     trials_completed: int = 0
     error_samples: list[str] = field(default_factory=list)
@@ -82,7 +92,7 @@ async def _simulated_worker(address: str, tuner_id: str, think: float, stats: di
                 stats["errors"].append(f"{name}: {err.code().name} {err.details()}")
                 return None
             finally:
-                stats["latencies"].append(time.perf_counter() - start)
+                stats["latencies"].append((name, time.perf_counter() - start))
             return response
 
         # Pods never start in the same millisecond: spread the first calls over one trial time.
@@ -136,15 +146,19 @@ def client_main(args: argparse.Namespace) -> int:
 
 
 # -- the orchestrating side -----------------------------------------------------------------------
-def _chief_command(impl: str, directory: Path, trials: int) -> list[str]:
+def _chief_command(
+    impl: str, directory: Path, trials: int, tuner: str = "random", preload: int = 0
+) -> list[str]:
     py = sys.executable
     if impl == "stock":
+        if tuner != "random" or preload:
+            raise ValueError("the stock chief is measured with random search and an empty study only")
         return [py, "-m", "bench.stock_node", "--directory", str(directory), "--trials", str(trials)]
     study = {
         "name": "load",
         "model": "bench.sleepy:SleepyHyperModel",
-        "tuner": {"type": "random"},
-        "max_trials": trials,
+        "tuner": {"type": tuner},
+        "max_trials": preload + trials,
         "epochs": 1,
         "seed": 1,
         "directory": str(directory),
@@ -155,13 +169,48 @@ def _chief_command(impl: str, directory: Path, trials: int) -> list[str]:
     }
     path = directory / "study.yaml"
     path.write_text(yaml.safe_dump(study))
+    if preload:
+        preload_study(path, preload)
     return [py, "-m", "tuner_service", "chief", "-c", str(path)]
 
 
+def preload_study(study_path: Path, completed: int) -> None:
+    """Complete ``completed`` trials of the study in-process, with the study's own oracle.
+
+    The tuner is built as the chief builds it (same space, same storage); each trial is scored
+    by the sleepy model's formula. The chief started afterwards resumes these trials.
+    """
+    from bench.sleepy import SleepyHyperModel, score
+    from tuner_service import spec as spec_module
+    from tuner_service.tuners import build_tuner
+
+    tuner = build_tuner(spec_module.load(study_path), SleepyHyperModel())
+    oracle = tuner.oracle
+    oracle.verbose = 0
+    for _ in range(completed):
+        trial = oracle.create_trial("preload")
+        hp = trial.hyperparameters
+        oracle.update_trial(
+            trial.trial_id, {"val_accuracy": score(hp.get("x"), hp.get("units"), hp.get("optimizer"))}
+        )
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    if hasattr(oracle, "wait_for_refit"):
+        oracle.wait_for_refit(timeout=300)  # the saved state carries the latest kernel fit
+    oracle.save()
+
+
 def run_load(
-    impl: str, clients: int, cycles: int, think: float, processes: int = 4, timeout: float = 300
+    impl: str,
+    clients: int,
+    cycles: int,
+    think: float,
+    processes: int = 4,
+    timeout: float = 300,
+    tuner: str = "random",
+    preload: int = 0,
 ) -> LoadResult:
-    result = LoadResult(impl, clients, cycles, think)
+    result = LoadResult(impl, clients, cycles, think, tuner, preload)
     with tempfile.TemporaryDirectory(prefix=f"bench-load-{impl}-") as tmp:
         directory = Path(tmp)
         port = free_port()
@@ -177,7 +226,7 @@ def run_load(
         }
         chief_log = open(directory / "chief.log", "wb")  # noqa: SIM115
         chief = subprocess.Popen(
-            _chief_command(impl, directory, clients * cycles),
+            _chief_command(impl, directory, clients * cycles, tuner, preload),
             cwd=REPO,
             env=env,
             stdout=chief_log,
@@ -220,7 +269,7 @@ def run_load(
             for p in procs:
                 p.stdin.write("go\n")
                 p.stdin.flush()
-            latencies: list[float] = []
+            latencies: list[tuple[str, float]] = []
             errors: list[str] = []
             for p in procs:
                 out, _ = p.communicate(timeout=timeout)
@@ -239,12 +288,21 @@ def run_load(
                 chief.wait()
             chief_log.close()
         trials_dir = directory / ("load" if impl == "ours" else "e2e")
-        result.trials_completed = sum(
+        result.trials_completed = -preload  # count those of this run only
+        result.trials_completed += sum(
             1
             for f in trials_dir.glob("trial_*/trial.json")
             if json.loads(f.read_text()).get("status") == "COMPLETED"
         )
-        ms = np.array(latencies) * 1000
+        ms = np.array([s for _, s in latencies]) * 1000
+        create = np.array([s for name, s in latencies if name == "CreateTrial"]) * 1000
+        other = np.array([s for name, s in latencies if name != "CreateTrial"]) * 1000
+        if len(create):
+            result.create_p50_ms = float(np.percentile(create, 50))
+            result.create_p99_ms = float(np.percentile(create, 99))
+            result.create_max_ms = float(create.max())
+        if len(other):
+            result.other_p99_ms = float(np.percentile(other, 99))
         result.rpcs, result.errors, result.error_samples = len(ms), len(errors), errors[:5]
         if len(ms):
             result.p50_ms, result.p99_ms, result.max_ms = (
@@ -258,7 +316,8 @@ def run_load(
 def format_row(r: LoadResult) -> str:
     status = "ok" if r.ok else f"FAILED {r.error_samples[:2]}"
     return (
-        f"load {r.impl:5s} clients={r.clients} rpcs={r.rpcs} errors={r.errors} p50={r.p50_ms:7.1f}ms "
+        f"load {r.impl:5s} {r.tuner} preload={r.preload} clients={r.clients} rpcs={r.rpcs} errors={r.errors} "
+        f"p50={r.p50_ms:7.1f}ms "
         f"p99={r.p99_ms:7.1f}ms max={r.max_ms:7.1f}ms rps={r.rps:6.0f} wall={r.wall:5.1f}s "
         f"trials={r.trials_completed}/{r.clients * r.cycles} {status}"
     )
@@ -271,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--think", type=float, default=5.0, help="mean seconds of 'training' per trial")
     parser.add_argument("--processes", type=int, default=4, help="client processes")
     parser.add_argument("--impl", choices=("stock", "ours"), action="append", help="default: both")
+    parser.add_argument(
+        "--tuner", choices=("random", "bayesian"), default="random", help="our chief's oracle"
+    )
+    parser.add_argument("--preload", type=int, default=0, help="completed trials before the clients start")
     parser.add_argument("--json", help="write the results here")
     # internal: one client process
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -281,7 +344,15 @@ def main(argv: list[str] | None = None) -> int:
         return client_main(args)
     results = []
     for impl in args.impl or ("stock", "ours"):
-        r = run_load(impl, args.clients, args.cycles, args.think, args.processes)
+        r = run_load(
+            impl,
+            args.clients,
+            args.cycles,
+            args.think,
+            args.processes,
+            tuner=args.tuner,
+            preload=args.preload,
+        )
         print(format_row(r), file=sys.stderr, flush=True)
         results.append(r)
     if args.json:

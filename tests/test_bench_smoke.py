@@ -84,3 +84,51 @@ def test_early_stopping_replay_of_a_missing_file_is_one_clear_line(tmp_path):
     )
     assert done.returncode == 2
     assert "--replay: cannot read a recorded run" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.e2e
+def test_oracle_bench_quick_prints_latency_regret_and_stopping_tables(tmp_path):
+    """The oracle benchmark's harness, without chief processes (its load part is bench.load's)."""
+    out = tmp_path / "oracle.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.oracle_bench", "--quick", "--parts", "latency,regret,stopping"]
+        + ["--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "| completed | call | before p50 / p99 / max | ours p50 / p99 / max |" in done.stdout
+    assert "| problem | budget | before | ours |" in done.stdout
+    assert "CreateTrial p99 at 40 completed ≤ 100 ms" in done.stdout
+    raw = json.loads(out.read_text())
+    assert {c for c, _ in raw["latency"]["ours"][0]["create_s"]} == {25, 40}
+    for problem in ("mlp", "cnn"):
+        for kind in ("before", "ours", "random"):
+            (run,) = raw["regret"][problem][kind]
+            assert set(run["regret_at"]) == {"12", "24"} and all(r >= 0 for r in run["regret_at"].values())
+    assert set(raw["stopping"]) == {"10", "100"}
+
+
+def test_load_preload_completes_trials_that_a_chief_resumes(tmp_path):
+    """``bench.load --preload N``: N completed trials in the study's storage before the chief starts."""
+    import yaml
+
+    from bench.load import preload_study
+
+    study = {
+        "name": "load",
+        "model": "bench.sleepy:SleepyHyperModel",
+        "tuner": {"type": "bayesian", "num_initial_points": 3},
+        "max_trials": 10,
+        "seed": 1,
+        "directory": str(tmp_path),
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    preload_study(path, 6)
+    trials = [json.loads(f.read_text()) for f in (tmp_path / "load").glob("trial_*/trial.json")]
+    assert len(trials) == 6 and all(t["status"] == "COMPLETED" for t in trials)
+    oracle = json.loads((tmp_path / "load" / "oracle.json").read_text())
+    assert not oracle["ongoing_trials"] and oracle["fast_bo"]["fitted_at"] >= 3

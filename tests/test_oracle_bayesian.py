@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 import json
 import math
 import os
@@ -60,6 +61,9 @@ def step(oracle, tuner_id="w0", f=objective):
     oracle.update_trial(trial.trial_id, {"score": f(values)})
     trial.status = "COMPLETED"
     oracle.end_trial(trial)
+    # Sequential and reproducible: the next decision uses the fit this one may have started.
+    if isinstance(oracle, FastBayesianOptimizationOracle):
+        assert oracle.wait_for_refit(timeout=60)
     return values
 
 
@@ -296,3 +300,123 @@ def test_benchmark_spaces_are_the_seed_hypermodels_spaces(space, model, depth):
         config.pop("default", None)
         config.pop("conditions", None)
     assert declared == bench
+
+
+# --- cluster scale: background refits, a bounded model, many pending trials -----------------
+
+
+def test_a_decision_does_not_wait_for_the_kernel_fit(tmp_path, monkeypatch):
+    """The refit runs on another thread; decisions meanwhile use the previous fit."""
+    from tuner_service.oracles import bayesian
+
+    release, fitting = threading.Event(), threading.Event()
+    real_fit = bayesian.fit_theta
+
+    def slow_fit(*args, **kwargs):
+        fitting.set()
+        assert release.wait(timeout=60), "the test never released the fit"
+        return real_fit(*args, **kwargs)
+
+    oracle = make(tmp_path, max_trials=60)
+    for _ in range(12):
+        step(oracle)
+    fitted_at = oracle.get_state()["fast_bo"]["fitted_at"]
+    monkeypatch.setattr(bayesian, "fit_theta", slow_fit)
+    # Enough new trials for a refit to be due; each decision returns while the fit is blocked.
+    for _ in range(3):
+        trial = oracle.create_trial("w0")
+        assert trial.status == "RUNNING"
+        oracle.update_trial(trial.trial_id, {"score": objective(trial.hyperparameters.values)})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert fitting.wait(timeout=60) and oracle.last_decision["fitted_at"] == fitted_at
+    assert not oracle.wait_for_refit(timeout=0.01)  # still fitting
+    release.set()
+    assert oracle.wait_for_refit(timeout=60)
+    step(oracle)
+    assert oracle.last_decision["fitted_at"] > fitted_at  # the new fit is in use
+
+
+def test_the_model_is_trained_on_a_bounded_set_that_keeps_the_best_trials(tmp_path, monkeypatch):
+    from tuner_service.oracles import bayesian
+
+    seen = []
+
+    class Spy(bayesian.Posterior):
+        def __init__(self, theta, ordinal, cat, y, *rest):
+            seen.append(np.asarray(ordinal))
+            super().__init__(theta, ordinal, cat, y, *rest)
+
+    monkeypatch.setattr(bayesian, "Posterior", Spy)
+    oracle = make(tmp_path, max_trials=80)
+    oracle.max_model_points, oracle.model_best_points = 20, 8
+    for _ in range(40):
+        step(oracle)
+    assert oracle.last_decision["completed"] == 39 and oracle.last_decision["model_points"] == 20
+    trained = {row.tobytes() for row in seen[-1]}
+    assert len(seen[-1]) == 20
+    # The 8 best of the 39 completed trials are always in the training set.
+    completed = sorted((t for t in oracle.trials.values() if t.status == "COMPLETED"), key=lambda t: -t.score)
+    codec = SpaceCodec(mlp_space())
+    for trial in completed[:8]:
+        if trial.trial_id != sorted(oracle.trials)[-1]:  # the last one completed after the decision
+            assert codec.encode(trial.hyperparameters.values).tobytes() in trained
+
+
+def test_more_pending_trials_than_the_model_takes_still_get_distinct_proposals(tmp_path):
+    oracle = make(tmp_path, max_trials=60)
+    oracle.max_pending_points = 2
+    for _ in range(10):
+        step(oracle)
+    pending = [oracle.create_trial(f"w{i}") for i in range(8)]
+    assert oracle.last_decision["pending"] == 7 and oracle.last_decision["model_points"] == 10 + 2
+    values = [t.hyperparameters.values for t in pending]
+    keys = {json.dumps(v, sort_keys=True) for v in values}
+    assert len(keys) == 8
+    earlier = {
+        json.dumps(t.hyperparameters.values, sort_keys=True) for t in list(oracle.trials.values())[:10]
+    }
+    assert not keys & earlier
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_same_seed_same_history_same_proposals_beyond_the_model_cap(tmp_path, background):
+    def run(where):
+        oracle = make(where, max_trials=45)
+        oracle.refit_in_background = background
+        oracle.max_model_points, oracle.model_best_points = 16, 6
+        return [step(oracle) for _ in range(40)]
+
+    assert run(tmp_path / "a") == run(tmp_path / "b")
+
+
+def test_many_workers_get_a_batch_of_distinct_spread_out_proposals(tmp_path):
+    """With many trials pending, one model evaluation serves several CreateTrials."""
+    oracle = make(tmp_path, max_trials=200)
+    for _ in range(30):
+        step(oracle)
+    pending, modes = [], []
+    for i in range(40):  # 40 workers ask; the 8th and later see >= 7 pending
+        pending.append(oracle.create_trial(f"w{i}"))
+        modes.append(oracle.last_decision["mode"])
+    assert modes[:8] == ["model"] * 8 and "batch" in modes
+    assert modes.count("model") < 20  # the batches did serve
+    keys = [json.dumps(t.hyperparameters.values, sort_keys=True) for t in oracle.trials.values()]
+    assert len(set(keys)) == len(keys)  # nothing repeated, in a batch or across batches
+    # A batch is spread out: its members differ from each other in more than one hyperparameter.
+    first = modes.index("batch") - 1
+    batch = [pending[first].hyperparameters.values]
+    for t, mode in zip(pending[first + 1 :], modes[first + 1 :], strict=True):
+        if mode != "batch":
+            break
+        batch.append(t.hyperparameters.values)
+    assert len(batch) > 1
+    for a, b in itertools.combinations(batch, 2):
+        assert sum(a[k] != b[k] for k in a) >= 2
+    # Completed trials invalidate a batch once they are more than 2% of the data (at least 1).
+    for trial in pending[:2]:
+        oracle.update_trial(trial.trial_id, {"score": objective(trial.hyperparameters.values)})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    oracle.create_trial("w-next")
+    assert oracle.last_decision["mode"] == "model"

@@ -345,3 +345,75 @@ def test_a_trial_at_its_last_epoch_is_never_counted_as_stopped():
     late.trial_ended("good")
     assert late.report("bad", 0, 0.1) is False  # its only epoch: nothing left to save
     assert late.stopped == {}
+
+
+def _naive_median_decision(history, ended, trial_id, sign, rule):
+    """The median rule recomputed from scratch, as the definition reads (the reference)."""
+    curves = {
+        t: [sign * sum(h[s]) / len(h[s]) if s in h else float("nan") for s in range(max(h) + 1)]
+        for t, h in history.items()
+    }
+    curve = curves[trial_id]
+    step = len(curve) - 1
+    if len(curve) < rule.min_epochs:
+        return False
+    peers = []
+    for t in ended:
+        c = curves[t]
+        if t != trial_id and len(c) > step:
+            values = [v for v in c[: step + 1] if v == v]
+            if values:
+                peers.append(sum(values) / len(values))
+    if len(peers) < rule.min_trials:
+        return False
+    peers.sort()
+    m = len(peers)
+    median = peers[m // 2] if m % 2 else (peers[m // 2 - 1] + peers[m // 2]) / 2
+    return max(v for v in curve if v == v) < median
+
+
+def test_cached_curves_decide_exactly_as_recomputing_every_curve():
+    """Reports are O(1) in the ended trials because curves are cached; the answers must not change.
+
+    A random stream of reports, ends, late reports, retries (forget) and a restart (state
+    round trip), checked against the median rule recomputed from the raw history each time.
+    """
+    import random
+
+    rng = random.Random(3)
+    rule = MedianRule(min_epochs=2, min_trials=3)
+    stop = EarlyStopping(rule, "min")
+    history: dict[str, dict[int, list[float]]] = {}
+    ended: set[str] = set()
+    checked = 0
+    for n in range(120):
+        trial_id = f"t{n}"
+        quality = rng.random()
+        for step in range(rng.randint(1, 6)):
+            value = quality + rng.gauss(0, 0.2) - 0.05 * step
+            expected = None
+            if trial_id not in stop.stopped:
+                history.setdefault(trial_id, {}).setdefault(step, []).append(value)
+                expected = _naive_median_decision(history, ended, trial_id, -1.0, rule)
+            got = stop.report(trial_id, step, value)
+            if expected is not None:
+                assert got == expected, (trial_id, step)
+                checked += 1
+            if got:
+                break
+        if n % 17 == 5:  # a retried trial starts again from scratch
+            stop.forget(trial_id)
+            history.pop(trial_id, None)
+            continue
+        stop.trial_ended(trial_id)
+        ended.add(trial_id)
+        if n % 11 == 3:  # a late report of an ended reference changes its running averages
+            late = rng.random()
+            stop.report(trial_id, 0, late)
+            if trial_id not in stop.stopped:
+                history[trial_id][0].append(late)
+        if n == 60:  # a restarted chief rebuilds the caches from the saved state
+            restored = EarlyStopping(rule, "min")
+            restored.set_state(json.loads(json.dumps(stop.get_state())))
+            stop = restored
+    assert checked > 200 and stop.stopped

@@ -268,7 +268,7 @@ class ServiceOracleClient:
         """The per-epoch report: the heartbeat that keeps this worker's lease on the trial.
 
         The answer is the trial as the chief sees it; status STOPPED means "stop training this
-        trial now" (early stopping, tuner_service/chief/stopping.py)."""
+        trial now" (early stopping, tuner_service/stopping.py)."""
         request = pb2.UpdateTrialRequest(trial_id=trial_id, metrics=metrics, step=step)
         response = self._call("UpdateTrial", request, ((wire.REPORT, wire.PROGRESS),))
         return Trial.from_proto(response.trial)

@@ -135,7 +135,7 @@ class ComputeSpec(_Strict):
 
 
 class EarlyStoppingSpec(_Strict):
-    """Stop unpromising trials early (decided by the chief; see tuner_service/chief/stopping.py)."""
+    """Stop unpromising trials early (decided by the chief; see tuner_service/stopping.py)."""
 
     rule: Literal["median", "halving"] = "median"
     # None: the rule's own default, measured on 16 random searches of the Fashion-MNIST sample

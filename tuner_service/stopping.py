@@ -30,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 import threading
@@ -55,26 +56,44 @@ def best_so_far(curve: Curve) -> float:
     return max(values) if values else -math.inf
 
 
-def _at(curves: Sequence[Curve], step: int) -> list[float]:
-    return [c[step] for c in curves if len(c) > step and not math.isnan(c[step])]
+class Peers(ABC):
+    """What a rule may compare a trial with, kept up to date as reports arrive.
+
+    :class:`EarlyStopping` maintains each view incrementally, so asking costs the same with 10
+    or 10,000 ended trials (each report used to rebuild every trial's curve).
+    """
+
+    @abstractmethod
+    def ended_running_averages(self, step: int) -> Sequence[float]:
+        """Sorted running averages up to ``step`` of the ended trials that reached it."""
+
+    @abstractmethod
+    def values_at(self, step: int) -> Sequence[float]:
+        """Sorted values at ``step`` of every trial that reported it (the asking one included)."""
 
 
 class StoppingRule(ABC):
     """Decides, at one epoch of one trial, whether that trial should stop.
 
     ``curve`` is the trial's objective per epoch so far (its last value is this epoch's),
-    ``ended`` the curves of the trials that have ended (completed, stopped early or failed;
-    rules compare against them), ``others`` every other trial's curve (ended or still running;
-    used by asynchronous rules such as successive halving). All oriented so that larger is better.
+    ``peers`` the other trials as cached aggregates (:class:`Peers`): the running averages of
+    the trials that have ended (completed, stopped early or failed; rules compare against them)
+    and every trial's value per epoch (ended or still running; used by asynchronous rules such
+    as successive halving). All oriented so that larger is better.
     """
 
     min_epochs: int = 1
 
     @abstractmethod
-    def should_stop(self, curve: Curve, ended: Sequence[Curve], others: Sequence[Curve]) -> bool: ...
+    def should_stop(self, curve: Curve, peers: Peers) -> bool: ...
 
     def describe(self) -> str:
         return type(self).__name__
+
+
+def _median_of_sorted(values: Sequence[float]) -> float:
+    m = len(values)
+    return values[m // 2] if m % 2 else (values[m // 2 - 1] + values[m // 2]) / 2.0
 
 
 def running_average(curve: Curve, step: int) -> float:
@@ -103,15 +122,14 @@ class MedianRule(StoppingRule):
     min_epochs: int = 1
     min_trials: int = 3
 
-    def should_stop(self, curve: Curve, ended: Sequence[Curve], others: Sequence[Curve]) -> bool:
+    def should_stop(self, curve: Curve, peers: Peers) -> bool:
         step = len(curve) - 1
         if len(curve) < self.min_epochs:
             return False
-        peers = [running_average(c, step) for c in ended if len(c) > step]
-        peers = [p for p in peers if not math.isnan(p)]
-        if len(peers) < self.min_trials:
+        averages = peers.ended_running_averages(step)
+        if len(averages) < self.min_trials:
             return False
-        return best_so_far(curve) < statistics.median(peers)
+        return best_so_far(curve) < _median_of_sorted(averages)
 
     def describe(self) -> str:
         return f"median (min_epochs={self.min_epochs}, min_trials={self.min_trials})"
@@ -137,7 +155,7 @@ class HalvingRule(StoppingRule):
         k = math.log(epochs / self.min_epochs, self.reduction_factor)
         return abs(k - round(k)) < 1e-9
 
-    def should_stop(self, curve: Curve, ended: Sequence[Curve], others: Sequence[Curve]) -> bool:
+    def should_stop(self, curve: Curve, peers: Peers) -> bool:
         epochs = len(curve)
         if not self._is_rung(epochs):
             return False
@@ -145,11 +163,11 @@ class HalvingRule(StoppingRule):
         mine = curve[step]
         if math.isnan(mine):
             return False
-        values = sorted([*_at(others, step), mine], reverse=True)
+        values = peers.values_at(step)  # ascending, this trial's value included
         if len(values) < self.min_trials:
             return False
         keep = max(1, len(values) // self.reduction_factor)
-        return mine < values[keep - 1]
+        return mine < values[-keep]
 
     def describe(self) -> str:
         return (
@@ -170,12 +188,45 @@ def make_rule(name: str, **settings: Any) -> StoppingRule:
     return cls(**settings)
 
 
-class EarlyStopping:
+class _SortedBags:
+    """Per-step sorted lists of floats, each value tagged by the trial that put it there."""
+
+    def __init__(self) -> None:
+        self._by_step: dict[int, list[float]] = {}
+        self._owned: dict[str, dict[int, float]] = {}  # trial_id -> {step: value}
+
+    def get(self, step: int) -> list[float]:
+        return self._by_step.get(step, [])
+
+    def put(self, trial_id: str, step: int, value: float) -> None:
+        self.drop_one(trial_id, step)
+        if math.isnan(value):
+            return
+        bisect.insort(self._by_step.setdefault(step, []), value)
+        self._owned.setdefault(trial_id, {})[step] = value
+
+    def drop_one(self, trial_id: str, step: int) -> None:
+        old = self._owned.get(trial_id, {}).pop(step, None)
+        if old is not None:
+            bag = self._by_step[step]
+            del bag[bisect.bisect_left(bag, old)]
+
+    def drop(self, trial_id: str) -> None:
+        for step in list(self._owned.get(trial_id, {})):
+            self.drop_one(trial_id, step)
+        self._owned.pop(trial_id, None)
+
+
+class EarlyStopping(Peers):
     """Per-epoch objective histories of all trials, and the rule's decisions over them.
 
     Thread-safe: the chief's servicer calls it from its gRPC thread pool. ``get_state`` /
     ``set_state`` round-trip through JSON (``early_stopping.json`` beside ``oracle.json``) so a
     restarted chief keeps both the histories and the list of trials it stopped.
+
+    A report costs O(epochs) plus a sorted insert, whatever the number of ended trials: each
+    trial's curve is cached, the ended trials' running averages and every trial's value per
+    epoch are kept in sorted lists per epoch (the :class:`Peers` the rules read).
     """
 
     def __init__(self, rule: StoppingRule, direction: str = "max", max_epochs: int | None = None):
@@ -191,6 +242,9 @@ class EarlyStopping:
         self._ended: set[str] = set()
         self.stopped: dict[str, int] = {}  # trial_id -> epochs trained when stopped
         self._lock = threading.Lock()
+        self._curves: dict[str, list[float]] = {}  # trial_id -> _curve(trial_id), cached
+        self._values = _SortedBags()  # every trial's curve value per step
+        self._averages = _SortedBags()  # ended trials' running averages per step
 
     # -- inputs --------------------------------------------------------------------------
     def report(self, trial_id: str, step: int, value: float) -> bool:
@@ -201,14 +255,13 @@ class EarlyStopping:
             if not math.isfinite(value):
                 return False
             self._history.setdefault(trial_id, {}).setdefault(int(step), []).append(float(value))
+            curve = self._update_curve(trial_id, int(step))
             if trial_id in self._ended:
+                self._index_ended(trial_id)  # a late report changes a reference's averages
                 return False
-            curve = self._curve(trial_id)
-            ended = [self._curve(t) for t in self._ended if t != trial_id]
-            others = [self._curve(t) for t in self._history if t != trial_id]
             if self.max_epochs is not None and len(curve) >= self.max_epochs:
                 return False
-            if self.rule.should_stop(curve, ended, others):
+            if self.rule.should_stop(curve, self):
                 self.stopped[trial_id] = len(curve)
                 return True
             return False
@@ -218,6 +271,7 @@ class EarlyStopping:
         with self._lock:
             if trial_id in self._history:
                 self._ended.add(trial_id)
+                self._index_ended(trial_id)
 
     def forget(self, trial_id: str) -> None:
         """Drop a trial's history (e.g. it failed and will be retried from scratch)."""
@@ -225,15 +279,41 @@ class EarlyStopping:
             self._history.pop(trial_id, None)
             self._ended.discard(trial_id)
             self.stopped.pop(trial_id, None)
+            self._curves.pop(trial_id, None)
+            self._values.drop(trial_id)
+            self._averages.drop(trial_id)
+
+    # -- the caches (under self._lock) ---------------------------------------------------
+    def _update_curve(self, trial_id: str, step: int) -> list[float]:
+        curve = self._curves.setdefault(trial_id, [])
+        if len(curve) <= step:
+            curve.extend([math.nan] * (step + 1 - len(curve)))
+        curve[step] = self._sign * statistics.fmean(self._history[trial_id][step])
+        self._values.put(trial_id, step, curve[step])
+        return curve
+
+    def _index_ended(self, trial_id: str) -> None:
+        curve = self._curves.get(trial_id, [])
+        self._averages.drop(trial_id)
+        for step in range(len(curve)):
+            self._averages.put(trial_id, step, running_average(curve, step))
+
+    def _rebuild(self) -> None:
+        self._curves, self._values, self._averages = {}, _SortedBags(), _SortedBags()
+        for trial_id, steps in self._history.items():
+            for step in sorted(steps):
+                self._update_curve(trial_id, step)
+        for trial_id in self._ended:
+            self._index_ended(trial_id)
+
+    # -- Peers (read by the rule, under self._lock) ---------------------------------------
+    def ended_running_averages(self, step: int) -> Sequence[float]:
+        return self._averages.get(step)
+
+    def values_at(self, step: int) -> Sequence[float]:
+        return self._values.get(step)
 
     # -- views ---------------------------------------------------------------------------
-    def _curve(self, trial_id: str) -> list[float]:
-        """The trial's objective per epoch from 0, larger is better, NaN where not reported."""
-        steps = self._history.get(trial_id, {})
-        return [
-            self._sign * statistics.fmean(steps[step]) if step in steps else math.nan
-            for step in range(max(steps, default=-1) + 1)
-        ]
 
     # -- state ---------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -254,6 +334,7 @@ class EarlyStopping:
             }
             self._ended = set(state.get("ended", []))
             self.stopped = {t: int(n) for t, n in state.get("stopped", {}).items()}
+            self._rebuild()
 
     def save(self, project_dir: Path) -> None:
         files.write_json_atomic(Path(project_dir) / files.EARLY_STOPPING, self.get_state())

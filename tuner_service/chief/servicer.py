@@ -305,7 +305,7 @@ class OracleServicer(compat.service_pb2_grpc().OracleServicer):
         return pb2.UpdateTrialResponse(trial=trial.to_proto())
 
     def _stop_early(self, request: Any, metrics: dict, context: grpc.ServicerContext) -> bool:
-        """Ask the early-stopping rule, for per-epoch reports only (see chief/stopping.py)."""
+        """Ask the early-stopping rule, for per-epoch reports only (see tuner_service/stopping.py)."""
         # Only our workers' per-epoch progress reports; keras-tuner's end-of-trial report (the
         # only one a stock worker sends) is never answered STOPPED.
         if self.stopping is None or wire.get(context.invocation_metadata(), wire.REPORT) != wire.PROGRESS:

@@ -63,8 +63,17 @@ def _sqdist_per_dim(ord_a, cat_a, ord_b, cat_b) -> np.ndarray:
 
 
 def _matern(r2: np.ndarray, s2: float) -> np.ndarray:
-    r = np.sqrt(np.maximum(r2, 0.0))
-    return s2 * (1.0 + _SQRT5 * r + (5.0 / 3.0) * r2) * np.exp(-_SQRT5 * r)
+    # In place on temporaries: this runs on (candidates x training points) arrays every decision.
+    r2 = np.maximum(r2, 0.0)
+    k = np.sqrt(r2)
+    k *= _SQRT5
+    e = np.exp(-k)
+    k += 1.0
+    r2 *= 5.0 / 3.0
+    k += r2
+    k *= e
+    k *= s2
+    return k
 
 
 def _cho_inverse(L: np.ndarray) -> np.ndarray:
@@ -209,14 +218,12 @@ class Posterior:
         self._F = F
         self._F_sq = np.sum(F * F, axis=1)
         K = _matern(self._r2(F, np.sum(F * F, axis=1)), self.s2) + n2 * np.eye(len(F))
-        # Mean from observed points only.
-        L = np.linalg.cholesky(K[: self.n, : self.n])
-        Linv = _cho_inverse(L)
-        self._alpha = Linv.T @ (Linv @ y)
-        # Variance from observed + pending points.
-        if len(F) > self.n:
-            L = np.linalg.cholesky(K)
-            Linv = _cho_inverse(L)
+        # One factorisation serves both: the leading block of the Cholesky factor (and of its
+        # inverse) of observed + pending is that of the observed points alone.
+        Linv = _cho_inverse(np.linalg.cholesky(K))
+        # Mean from observed points only; variance from observed + pending points.
+        Lo = Linv[: self.n, : self.n]
+        self._alpha = Lo.T @ (Lo @ y)
         self._Linv = Linv
 
     def _features(self, ordinal, cat) -> np.ndarray:
