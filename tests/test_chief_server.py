@@ -20,14 +20,13 @@ from pathlib import Path
 import grpc
 import keras_tuner
 import pytest
-from conftest import REPO, tiny_study
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import bench.idle
+from tests.helpers import REPO, free_port, study_dict, tiny_study
 from tuner_service import compat
 from tuner_service.chief.chief import Chief
 from tuner_service.client import Backoff, ServiceOracleClient
-from tuner_service.local import free_port
 from tuner_service.models import load_hypermodel
 from tuner_service.spec import validate
 from tuner_service.tuners import build_oracle, build_tuner
@@ -39,21 +38,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def _spec(tmp_path: Path, **overrides: object):
-    raw = {
-        "name": "chief-test",
-        "model": "mlp",
-        "tuner": {"type": "random"},
-        "max_trials": 40,
-        "epochs": 1,
-        "seed": 3,
-        "directory": str(tmp_path / "studies"),
-        "metrics_port": 0,
-        "status_port": 0,
-        "baseline": False,
-        "retrain_best": False,
-        **overrides,
-    }
-    return validate(raw)
+    """The tests' tiny study, validated, with room for many (untrained) trials."""
+    return validate(study_dict(tmp_path, **{"name": "chief-test", "max_trials": 40, "seed": 3, **overrides}))
 
 
 def _chief(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, oracle: keras_tuner.Oracle | None = None, **kw):

@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from fault_harness import Search, write_study
 
+from tests.fault.fault_harness import LEASE_TIMEOUT, Search, write_study
 from tuner_service import process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -68,7 +68,7 @@ def test_killed_worker_trial_resumes_elsewhere(search):
     assert re.search(r"resuming from epoch [2-9]", s.log("worker-1"))
     print(
         f"\nworker SIGKILL: trial {moved} reassigned and finished {record['ended_at'] - killed_at:.1f}s "
-        f"after the kill (lease_timeout 8s), resumed from epoch {record['resumed_from']}"
+        f"after the kill (lease_timeout {LEASE_TIMEOUT}s), resumed from epoch {record['resumed_from']}"
     )
 
 
@@ -97,7 +97,7 @@ def test_stopped_worker_is_fenced_when_it_comes_back(search):
     assert f"trial {moved} is no longer held by worker-0; it was reassigned to worker-1" in s.log("worker-0")
     print(
         f"\nworker SIGSTOP: trial {moved} running on worker-1 {moved_after:.1f}s after the stop "
-        f"(lease_timeout 8s), resumed from epoch {record['resumed_from']}; worker-0 fenced after SIGCONT"
+        f"(lease_timeout {LEASE_TIMEOUT}s), resumed from epoch {record['resumed_from']}; worker-0 fenced after SIGCONT"
     )
 
 

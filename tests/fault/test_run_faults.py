@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_harness import REPO, write_study
 
+from tests.fault.fault_harness import write_study
+from tests.helpers import REPO
 from tuner_service.study.ledger import read_snapshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -103,7 +104,7 @@ def runs():
 def test_no_worker_left_ends_run_within_seconds_with_each_workers_error(
     tmp_path: Path, runs, keras_home
 ) -> None:
-    study = write_study(tmp_path, model="tests.fault.fault_models:BrokenInWorkers", max_trials=2)
+    study = write_study(tmp_path, model="tests.fixtures.fault_models:BrokenInWorkers", max_trials=2)
     run = runs(study, "--workers", "2")
     chief, *workers = run.wait_for_children(3)
     wait_for("both workers to fail", lambda: not [pid for pid in workers if alive(pid)], 180)
@@ -121,14 +122,14 @@ def test_no_worker_left_ends_run_within_seconds_with_each_workers_error(
 
 
 def test_chief_refusing_the_study_ends_run_at_once_with_its_error(tmp_path: Path, runs, keras_home) -> None:
-    study = write_study(tmp_path, model="tests.fault.fault_models:RefusedByChief", max_trials=2)
+    study = write_study(tmp_path, model="tests.fixtures.fault_models:RefusedByChief", max_trials=2)
     run = runs(study, "--workers", "2")
     children = run.wait_for_children(3)
     code, _, err = run.finish(timeout=180)
     assert code == 2, err[-3000:]
     assert "the chief refused the study (exit 2); logs in " in err
     assert (
-        "chief exited 2: tuner-service chief: model 'tests.fault.fault_models:RefusedByChief': "
+        "chief exited 2: tuner-service chief: model 'tests.fixtures.fault_models:RefusedByChief': "
         "cannot instantiate without arguments: injected: the chief refuses this model"
     ) in err, err[-3000:]
     assert "worker-0" not in err  # stopped by run, not failed: nothing to say about them

@@ -21,11 +21,18 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, cli, tiny_study  # tests/conftest.py
 
-from tuner_service.local import free_port
-
-from .conftest import ALERTS, DASHBOARD, metric_names, require_tool, scrape
+from tests.helpers import (
+    ALERTS,
+    DASHBOARD,
+    REPO,
+    cli,
+    free_port,
+    metric_names,
+    require_tool,
+    scrape,
+    tiny_study,
+)
 
 STUDY = "tiny"
 MAX_TRIALS, EPOCHS, WORKERS = 3, 2, 2

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, cli, tiny_study  # tests/conftest.py
 
-from tuner_service.local import free_port
+from tests.helpers import REPO, cli, free_port, tiny_study
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status.client import StatusClient, StatusUnavailable
 from tuner_service.status.server import StatusServer, make_status_server
