@@ -97,7 +97,8 @@ def test_stopped_worker_is_fenced_when_it_comes_back(search):
     assert f"trial {moved} is no longer held by worker-0; it was reassigned to worker-1" in s.log("worker-0")
     print(
         f"\nworker SIGSTOP: trial {moved} running on worker-1 {moved_after:.1f}s after the stop "
-        f"(lease_timeout {LEASE_TIMEOUT}s), resumed from epoch {record['resumed_from']}; worker-0 fenced after SIGCONT"
+        f"(lease_timeout {LEASE_TIMEOUT}s), resumed from epoch {record['resumed_from']}; "
+        "worker-0 fenced after SIGCONT"
     )
 
 
