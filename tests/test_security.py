@@ -318,7 +318,7 @@ def test_our_worker_client_with_a_wrong_token_stops_at_once(serve, tmp_path):
     with pytest.raises(NotAuthorized, match="UNAUTHENTICATED: invalid bearer token"):
         client.create_trial("worker-0")
     client.close()
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 20  # at once, not retried until the 60 s chief_deadline
 
 
 def test_status_client_and_cli_report_the_refusal(serve, tmp_path):
