@@ -12,7 +12,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+
+from tests.helpers import REPO
 
 
 @pytest.mark.e2e

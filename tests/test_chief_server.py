@@ -20,14 +20,13 @@ from pathlib import Path
 import grpc
 import keras_tuner
 import pytest
-from conftest import REPO, tiny_study
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import bench.idle
+from tests.helpers import REPO, free_port, study_dict, tiny_study
 from tuner_service import compat
 from tuner_service.chief.chief import Chief
 from tuner_service.client import Backoff, ServiceOracleClient
-from tuner_service.local import free_port
 from tuner_service.models import load_hypermodel
 from tuner_service.spec import validate
 from tuner_service.tuners import build_oracle, build_tuner
@@ -39,21 +38,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def _spec(tmp_path: Path, **overrides: object):
-    raw = {
-        "name": "chief-test",
-        "model": "mlp",
-        "tuner": {"type": "random"},
-        "max_trials": 40,
-        "epochs": 1,
-        "seed": 3,
-        "directory": str(tmp_path / "studies"),
-        "metrics_port": 0,
-        "status_port": 0,
-        "baseline": False,
-        "retrain_best": False,
-        **overrides,
-    }
-    return validate(raw)
+    """The tests' tiny study, validated, with room for many (untrained) trials."""
+    return validate(study_dict(tmp_path, **{"name": "chief-test", "max_trials": 40, "seed": 3, **overrides}))
 
 
 def _chief(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, oracle: keras_tuner.Oracle | None = None, **kw):
@@ -137,6 +123,8 @@ def test_state_stays_consistent_under_many_concurrent_workers(tmp_path, monkeypa
 
 def test_chief_returns_as_soon_as_the_last_worker_is_released(tmp_path, monkeypatch):
     chief = _chief(tmp_path, monkeypatch, max_trials=4)
+    # A chief that polls only every 30 s: returning within seconds can only be the call's wake-up.
+    chief.poll_interval = 30.0
     channel, stub = _stub(chief.port)
     done = threading.Event()
     threading.Thread(target=lambda: (chief.wait(), done.set()), daemon=True).start()
@@ -146,13 +134,11 @@ def test_chief_returns_as_soon_as_the_last_worker_is_released(tmp_path, monkeypa
         trial.status = TrialStatus.COMPLETED
         stub.EndTrial(pb2.EndTrialRequest(trial=trial), timeout=10)
     assert not done.is_set(), "the worker has not been told STOPPED yet"
-    told = time.monotonic()
     assert (
         stub.CreateTrial(pb2.CreateTrialRequest(tuner_id="w"), timeout=10).trial.status == TrialStatus.STOPPED
     )
-    assert done.wait(5.0)
-    # Woken by the call itself, not by the wait loop's 1 s poll: half the poll interval of margin.
-    assert time.monotonic() - told < 0.5
+    # Milliseconds when idle; 10 s is margin for a loaded machine and still a third of the poll.
+    assert done.wait(10.0), "the chief was not woken by the worker's last call"
     channel.close()
     chief.shutdown(chief.wait())
 
@@ -317,9 +303,10 @@ def test_chief_process_exits_within_a_second_of_the_last_trial(stock_worker_sear
     s = stock_worker_search
     assert s["chief"].returncode == 0
     last_trial_end = max(float(line.split()[1]) for line in s["trial_log"].read_text().splitlines())
-    # The contract is ~1 s; the bound is generous for a loaded 2-core CI machine. Stock
-    # keras-tuner's chief polls every 20 s once a worker has been told to stop.
-    assert s["exited"]["chief"] - last_trial_end < 3.0
+    # The contract is ~1 s (0.1-0.2 s measured); stock keras-tuner's chief polls every 20 s once a
+    # worker has been told to stop. 10 s is margin for TensorFlow's teardown on a loaded 2-core
+    # machine and still half the stock poll. (The wake-up itself is timed in-process, above.)
+    assert s["exited"]["chief"] - last_trial_end < 10.0
 
 
 @pytest.mark.e2e
@@ -347,7 +334,9 @@ def test_sigterm_saves_state_and_exits_143(tmp_path):
         if chief.poll() is None:
             chief.kill()
     assert chief.returncode == 128 + signal.SIGTERM, output[-2000:]
-    assert took < 5.0
+    # Well inside Kubernetes' default 30 s grace period before SIGKILL (0.5 s server grace plus a
+    # state save when idle); half of it is margin for a loaded machine.
+    assert took < 15.0
     project = tmp_path / "studies" / "sleepy"
     assert json.loads((project / "service_state.json").read_text())["state"] == "interrupted"
     # The trial in flight is saved as ongoing: a restarted chief hands it out again.

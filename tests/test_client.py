@@ -7,8 +7,8 @@ import time
 import keras_tuner
 import pytest
 
+from tests.helpers import free_port
 from tuner_service.client import ChiefUnreachable, SearchFailed, SearchFinished, ServiceOracleClient
-from tuner_service.local import free_port
 
 
 def _client(state: dict | None, deadline: float = 30.0) -> ServiceOracleClient:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_KERAS_HOME, cli, tiny_study
 from tests.fixtures.user_models import KERAS_CLASSES
+from tests.helpers import SHARED_KERAS_HOME, cli, tiny_study
 
 VERDICTS = {"tuned better", "baseline better", "within noise"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import pytest
 
-from tests.conftest import cli, tiny_study
+from tests.helpers import cli, tiny_study
 
 pytestmark = pytest.mark.e2e
 
@@ -189,7 +189,7 @@ def test_busy_ports_are_named_before_tensorflow_loads_and_nothing_is_written(tmp
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-X", "importtime", "-m", "tuner_service", *args]
@@ -232,8 +232,7 @@ def test_run_serves_the_studys_ports_and_a_finished_study_is_rerun_only_on_purpo
     import time
     import urllib.request
 
-    from tests.conftest import REPO
-    from tuner_service.local import free_port
+    from tests.helpers import REPO, free_port
 
     metrics_port, status_port = free_port(), free_port()
     study = tiny_study(tmp_path, max_trials=2, epochs=2, metrics_port=metrics_port, status_port=status_port)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tests.conftest import tiny_study
+from tests.helpers import tiny_study
 from tuner_service import spec as spec_module
 from tuner_service.progress import Progress, eta_seconds
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli, tiny_study
+from tests.helpers import REPO, cli, tiny_study
 from tuner_service import spec as spec_module
 from tuner_service.study import files
 

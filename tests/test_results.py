@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import cli, tiny_study
+from tests.helpers import cli, tiny_study
 from tuner_service import spec as spec_module
 from tuner_service.results import current
 from tuner_service.table import verdict_line

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, tiny_study
+from tests.helpers import cli, tiny_study
 from tuner_service.process import EnvError, Role
 
 CONTRACT = {"KERASTUNER_ORACLE_IP": "10.0.0.5", "KERASTUNER_ORACLE_PORT": "8000"}

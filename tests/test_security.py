@@ -22,11 +22,11 @@ import grpc
 import keras_tuner
 import numpy as np
 import pytest
-from conftest import REPO
-from fixtures.pki import Pki, make_pki
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.sleepy import SleepyHyperModel
+from tests.fixtures.pki import Pki, make_pki
+from tests.helpers import REPO, study_dict
 from tuner_service import compat
 from tuner_service.auth import (
     TLS_CA_ENV,
@@ -318,7 +318,7 @@ def test_our_worker_client_with_a_wrong_token_stops_at_once(serve, tmp_path):
     with pytest.raises(NotAuthorized, match="UNAUTHENTICATED: invalid bearer token"):
         client.create_trial("worker-0")
     client.close()
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 20  # at once, not retried until the 60 s chief_deadline
 
 
 def test_status_client_and_cli_report_the_refusal(serve, tmp_path):
@@ -412,17 +412,7 @@ def test_the_token_never_reaches_the_shared_storage_or_the_log(tmp_path, monkeyp
     """A whole (tiny) search with auth on: the chief's files and log lines never hold a token."""
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
-    spec = validate(
-        {
-            "name": "secret-free",
-            "model": "bench.sleepy:SleepyHyperModel",
-            "tuner": {"type": "random"},
-            "max_trials": 2,
-            "directory": str(tmp_path / "studies"),
-            "metrics_port": 0,
-            "status_port": 0,
-        }
-    )
+    spec = validate(study_dict(tmp_path, name="secret-free", model="bench.sleepy:SleepyHyperModel"))
     tuner = build_tuner(spec, SleepyHyperModel())
     tuner.save()
     chief = Chief(spec, tuner.oracle, address="127.0.0.1:0", linger=5.0, security=_auth(tmp_path))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import cli
+from tests.helpers import cli
 from tuner_service import spec
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, tiny_study
+from tests.helpers import cli, tiny_study
 from tuner_service import spec as spec_module
 from tuner_service.stopping import (
     EarlyStopping,
@@ -139,14 +139,14 @@ def chief(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A real Chief serving on a free port, with median stopping after 1 epoch and 1 trial."""
     for var in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         monkeypatch.delenv(var, raising=False)
-    from tests.stopping_models import learns_or_not
+    from tests.fixtures.stopping_models import learns_or_not
     from tuner_service.chief.chief import Chief
     from tuner_service.tuners import build_tuner
 
     spec = spec_module.load(
         tiny_study(
             tmp_path,
-            model="tests.stopping_models:learns_or_not",
+            model="tests.fixtures.stopping_models:learns_or_not",
             max_trials=10,
             epochs=3,
             early_stopping={"rule": "median", "min_epochs": 1, "min_trials": 1},
@@ -245,7 +245,7 @@ def _trials(project: Path) -> dict[str, dict]:
 def test_search_stops_unpromising_trials_early(tmp_path: Path):
     study = tiny_study(
         tmp_path,
-        model="tests.stopping_models:learns_or_not",
+        model="tests.fixtures.stopping_models:learns_or_not",
         max_trials=6,
         epochs=4,
         seed=3,
@@ -283,7 +283,7 @@ def test_stock_keras_tuner_worker_still_works_with_early_stopping_on(tmp_path: P
     import subprocess
     import sys
 
-    from tuner_service.local import free_port
+    from tests.helpers import free_port
 
     study = tiny_study(
         tmp_path,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, cli
+from tests.helpers import REPO, cli
 from tuner_service.study import files
 
 

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -17,15 +16,19 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import tiny_study
-from tuner_service.local import free_port
+from tests.helpers import REPO, free_port, tiny_study, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-MODEL = "tests.fault.fault_models:SlowMLP"
+MODEL = "tests.fixtures.fault_models:SlowMLP"
+#: A worker's first report (the heartbeat that renews its lease) comes only after the model is
+#: built, the first epoch traced and run, and one paced second: 2-3 s idle, measured up to ~3x
+#: that on a 2-core machine loaded by other processes. A lease that ran out then would move a
+#: healthy worker's trial (and fence the worker), failing tests about something else. 15 s is 5x
+#: the idle first epoch; the price is ~7 s more in each test that waits for a lease to run out.
+LEASE_TIMEOUT = 15
 
 
 def write_study(root: Path, **overrides: Any) -> Path:
-    """A short search of slow epochs (tests/fault/fault_models.py) with a tight lease."""
+    """A short search of slow epochs (tests/fixtures/fault_models.py) with a tight lease."""
     defaults: dict[str, Any] = {
         "name": "faults",
         "model": MODEL,
@@ -33,7 +36,7 @@ def write_study(root: Path, **overrides: Any) -> Path:
         "epochs": 4,
         "seed": 3,
         "data": {"max_train_samples": 200},
-        "lease_timeout": 8,  # > the first epoch (model build + tracing) on a busy 2-core machine
+        "lease_timeout": LEASE_TIMEOUT,
         "chief_deadline": 60,
     }
     return tiny_study(root, **{**defaults, **overrides})
@@ -130,17 +133,16 @@ class Search:
         return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("chief*.log")))
 
     def wait_until(self, what: str, predicate: Callable[[], Any], timeout: float = 120) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
+        """``wait_for`` the predicate; a chief that dies meanwhile ends the wait with its log
+        (unless the wait is for the chief itself)."""
+
+        def chief_alive() -> None:
             dead = {n: p.poll() for n, p in self.procs.items() if n.startswith("chief")}
             dead = {n: code for n, code in dead.items() if code not in (None, 0)}
             if dead and "chief" not in what:
                 raise AssertionError(f"{dead} exited while waiting for {what}:\n{self.chief_log()[-3000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+        return wait_for(predicate, what, timeout, interval=0.1, check=chief_alive)
 
     # -- what every fault test asserts -----------------------------------------------------------
     def assert_search_complete(self, max_trials: int, before: dict[str, float] | None = None) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from keras_tuner.src.engine import tuner_utils
 
+from tests.helpers import wait_for
 from tuner_service import checkpoints
 
 EPOCHS = 5
@@ -182,7 +183,10 @@ def test_state_file_survives_sigkill_mid_write(tmp_path):
             [sys.executable, "-c", _WRITER, str(path), "atomic"], stdout=subprocess.PIPE, text=True
         )
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.3 + np.random.default_rng().uniform(0, 0.2))
+        # A whole file exists (the first write, slow on a loaded machine), then kill the writer
+        # at a random moment of a later write: the file must still be whole.
+        wait_for(path.exists, "the first write", 60)
+        time.sleep(np.random.default_rng().uniform(0.1, 0.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()

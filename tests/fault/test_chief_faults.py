@@ -17,9 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from fault_harness import Search, write_study
 
-from tests.conftest import cli
+from tests.fault.fault_harness import Search, write_study
+from tests.helpers import cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -185,7 +185,7 @@ def test_chief_that_loses_its_lock_stops_without_writing(search):
 
 def test_build_that_raises_fails_its_trials_not_the_chief(search):
     s = search(
-        model="tests.fault.fault_models:BrokenForSomeValues",
+        model="tests.fixtures.fault_models:BrokenForSomeValues",
         max_trials=3,
         epochs=1,
         seed=2,

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from keras_tuner.engine.trial import TrialStatus
-from test_leases import _oracle
 
+from tests.fault.test_leases import _oracle
 from tuner_service.chief.chief import Chief, Outcome
 from tuner_service.spec import StudySpec
 from tuner_service.study import files

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, tiny_study
+from tests.helpers import cli, free_port, tiny_study
 from tuner_service import process
-from tuner_service.local import free_port
 
 
 def _worker_env(**extra: str) -> dict[str, str]:
@@ -67,7 +66,7 @@ def test_chief_stopped_by_sigterm_exits_143_at_once_despite_the_metrics_linger(
 ) -> None:
     """The linger is for a last scrape after a search that ended by itself; a SIGTERMed chief
     (a drained node, its grace period running) saves its state and exits 128 + 15 at once."""
-    from fault_harness import Search, write_study
+    from tests.fault.fault_harness import Search, write_study
 
     s = Search(tmp_path, write_study(tmp_path))
     env = {process.METRICS_PORT: str(free_port()), process.METRICS_LINGER: "120"}

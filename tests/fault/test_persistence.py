@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_leases import _oracle
 
+from tests.fault.test_leases import _oracle
 from tuner_service.chief import persistence
 from tuner_service.chief.chief import Chief
 from tuner_service.chief.persistence import WriteBehind, WriteHealth

@@ -13,8 +13,8 @@ import grpc
 import keras_tuner
 import pytest
 from keras_tuner.engine.trial import TrialStatus
-from test_leases import _oracle
 
+from tests.fault.test_leases import _oracle
 from tuner_service import compat
 from tuner_service.chief.server import make_server
 from tuner_service.chief.servicer import OracleServicer

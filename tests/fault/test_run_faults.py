@@ -8,13 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_harness import REPO, write_study
 
+from tests.fault.fault_harness import write_study
+from tests.helpers import REPO, wait_for
 from tuner_service.study.ledger import read_snapshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -41,16 +41,6 @@ def alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its parent's wait() is missing
 
 
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 class Run:
     """``tuner-service run`` as a real process the test can signal."""
 
@@ -71,7 +61,7 @@ class Run:
 
     def wait_for_children(self, n: int) -> list[int]:
         """The children of ``run`` once there are ``n``: the chief first, then the workers in order."""
-        wait_for(f"{n} children", lambda: len(children_of(self.proc.pid)) == n, 120)
+        wait_for(lambda: len(children_of(self.proc.pid)) == n, f"{n} children", 120)
         self.children = sorted(children_of(self.proc.pid))  # started in this order
         return self.children
 
@@ -103,10 +93,10 @@ def runs():
 def test_no_worker_left_ends_run_within_seconds_with_each_workers_error(
     tmp_path: Path, runs, keras_home
 ) -> None:
-    study = write_study(tmp_path, model="tests.fault.fault_models:BrokenInWorkers", max_trials=2)
+    study = write_study(tmp_path, model="tests.fixtures.fault_models:BrokenInWorkers", max_trials=2)
     run = runs(study, "--workers", "2")
     chief, *workers = run.wait_for_children(3)
-    wait_for("both workers to fail", lambda: not [pid for pid in workers if alive(pid)], 180)
+    wait_for(lambda: not [pid for pid in workers if alive(pid)], "both workers to fail", 180)
     workers_gone = time.monotonic()
     code, _, err = run.finish(timeout=60)
     ended_in = time.monotonic() - workers_gone
@@ -121,14 +111,14 @@ def test_no_worker_left_ends_run_within_seconds_with_each_workers_error(
 
 
 def test_chief_refusing_the_study_ends_run_at_once_with_its_error(tmp_path: Path, runs, keras_home) -> None:
-    study = write_study(tmp_path, model="tests.fault.fault_models:RefusedByChief", max_trials=2)
+    study = write_study(tmp_path, model="tests.fixtures.fault_models:RefusedByChief", max_trials=2)
     run = runs(study, "--workers", "2")
     children = run.wait_for_children(3)
     code, _, err = run.finish(timeout=180)
     assert code == 2, err[-3000:]
     assert "the chief refused the study (exit 2); logs in " in err
     assert (
-        "chief exited 2: tuner-service chief: model 'tests.fault.fault_models:RefusedByChief': "
+        "chief exited 2: tuner-service chief: model 'tests.fixtures.fault_models:RefusedByChief': "
         "cannot instantiate without arguments: injected: the chief refuses this model"
     ) in err, err[-3000:]
     assert "worker-0" not in err  # stopped by run, not failed: nothing to say about them
@@ -148,7 +138,7 @@ def test_killed_worker_search_completes_and_run_says_where_its_trial_went(
                 return trial_id
         return None
 
-    moved = wait_for("worker-0 two epochs into a trial", worker0_two_epochs_in, 180)
+    moved = wait_for(worker0_two_epochs_in, "worker-0 two epochs into a trial", 180)
     worker0 = next(pid for pid in run.children if b"worker-0" in Path(f"/proc/{pid}/environ").read_bytes())
     os.kill(worker0, signal.SIGKILL)
     killed = time.monotonic()
@@ -173,15 +163,15 @@ def test_signals_to_run_leave_no_process_behind(tmp_path: Path, runs, keras_home
     study = write_study(tmp_path, max_trials=20, epochs=4)
     run = runs(study, "--workers", "2")
     children = run.wait_for_children(3)
-    wait_for("the search to run", lambda: run.ledger().get("counts", {}).get("RUNNING"), 180)
+    wait_for(lambda: run.ledger().get("counts", {}).get("RUNNING"), "the search to run", 180)
     signalled = time.monotonic()
     run.proc.send_signal(sig)
     code, _, err = run.finish(timeout=120)
     # SIGKILL: the kernel sends each child SIGTERM (PR_SET_PDEATHSIG); the chief saves its state.
-    wait_for("every child to exit", lambda: not [pid for pid in children if alive(pid)], 60)
+    wait_for(lambda: not [pid for pid in children if alive(pid)], "every child to exit", 60)
     stopped_in = time.monotonic() - signalled
     assert code == 128 + sig if sig == signal.SIGTERM else code == -signal.SIGKILL, err[-3000:]
     if sig == signal.SIGTERM:
         assert "interrupted (SIGTERM): stopping workers, then the chief" in err
-    wait_for("the chief's saved state", lambda: run.ledger().get("state") == "interrupted", 30)
+    wait_for(lambda: run.ledger().get("state") == "interrupted", "the chief's saved state", 30)
     print(f"\nrun {signal.Signals(sig).name}: every child gone {stopped_in:.1f}s after the signal")

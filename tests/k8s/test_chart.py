@@ -14,13 +14,13 @@ import sys
 import pytest
 import yaml
 
-from .conftest import (
+from tests.helpers import (
     CHART,
     K8S_VERSIONS,
     NAMESPACE,
     PRESETS,
     RELEASE,
-    ROOT,
+    REPO,
     by_kind,
     job,
     preset_args,
@@ -73,7 +73,7 @@ def test_preset_validates_strictly(preset, version, tmp_path):
 
 def _validate_monitoring(objects, tmp_path):
     node = shutil.which("node")
-    models = ROOT / ".tools" / "node"
+    models = REPO / ".tools" / "node"
     if node is None or not (models / "node_modules" / "@kubernetes-models" / "prometheus-operator").is_dir():
         message = "node or @kubernetes-models/prometheus-operator missing: run scripts/install-k8s-tools.sh"
         if os.environ.get("CI"):
@@ -81,7 +81,7 @@ def _validate_monitoring(objects, tmp_path):
         pytest.skip(message)
     data = tmp_path / "objects.json"
     data.write_text(json.dumps(objects))
-    script = ROOT / "tests" / "k8s" / "validate_monitoring.mjs"
+    script = REPO / "tests" / "k8s" / "validate_monitoring.mjs"
     return run([node, str(script), str(models), str(data)], check=False)
 
 

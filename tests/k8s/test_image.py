@@ -9,12 +9,12 @@ import re
 
 import pytest
 
-from .conftest import ROOT, require_tool, run
+from tests.helpers import REPO, require_tool, run
 
 pytestmark = pytest.mark.k8s
 
-DOCKERFILE = ROOT / "docker" / "Dockerfile"
-LOCKS = {variant: ROOT / "docker" / f"constraints-{variant}.txt" for variant in ("cpu", "gpu")}
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+LOCKS = {variant: REPO / "docker" / f"constraints-{variant}.txt" for variant in ("cpu", "gpu")}
 
 
 def pins(path) -> dict[str, str]:
@@ -54,7 +54,7 @@ def test_lock_pins_every_dependency_within_its_range(variant):
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     locked = pins(LOCKS[variant])
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     tensorflow_version = re.search(r"ARG TENSORFLOW_VERSION=(\S+)", DOCKERFILE.read_text()).group(1)
     for dep in map(Requirement, deps):
         name = canonicalize_name(dep.name)

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import K8S_VERSIONS, ROOT, by_kind, job, render, require_tool, run
+from tests.helpers import K8S_VERSIONS, REPO, by_kind, job, render, require_tool, run
 
 pytestmark = pytest.mark.k8s
 
-EXAMPLES = ROOT / "examples" / "kustomize"
+EXAMPLES = REPO / "examples" / "kustomize"
 OVERLAYS = sorted(p.name for p in EXAMPLES.iterdir() if (p / "kustomization.yaml").is_file())
-CHECKOV_CONFIG = ROOT / "k8s" / "checkov.yaml"
+CHECKOV_CONFIG = REPO / "k8s" / "checkov.yaml"
 
 
 def build(overlay: Path) -> list[dict]:
@@ -39,7 +39,7 @@ def study_name(overlay: Path) -> str:
 def copy_tree(tmp_path: Path) -> Path:
     """The repository's kustomize parts at their relative places (kustomize refuses absolute
     paths to a base), to build overlays made by a test next to the examples."""
-    shutil.copytree(ROOT / "k8s" / "kustomize", tmp_path / "k8s" / "kustomize")
+    shutil.copytree(REPO / "k8s" / "kustomize", tmp_path / "k8s" / "kustomize")
     shutil.copytree(EXAMPLES, tmp_path / "examples" / "kustomize")
     return tmp_path / "examples" / "kustomize"
 

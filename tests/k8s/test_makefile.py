@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from .conftest import ROOT, require_tool, run
+from tests.helpers import REPO, require_tool, run
 
 pytestmark = pytest.mark.k8s
 
@@ -42,7 +42,7 @@ def make_n(*args: str) -> list[str]:
             f"HELM={require_tool('helm')}",
             *args,
         ],
-        cwd=ROOT,
+        cwd=REPO,
     )
     # One command per line: join the recipe's continuation lines, split pipelines.
     text = proc.stdout.replace("\\\n", " ")

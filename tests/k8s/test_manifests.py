@@ -10,12 +10,12 @@ import subprocess
 import pytest
 import yaml
 
-from .conftest import K8S_VERSIONS, ROOT, require_tool, run
+from tests.helpers import K8S_VERSIONS, REPO, require_tool, run
 
 pytestmark = pytest.mark.k8s
 
-MANIFESTS = ROOT / "k8s" / "manifests"
-KUSTOMIZE = ROOT / "k8s" / "kustomize"
+MANIFESTS = REPO / "k8s" / "manifests"
+KUSTOMIZE = REPO / "k8s" / "kustomize"
 KUSTOMIZE_BASE = KUSTOMIZE / "base"
 
 
@@ -23,7 +23,7 @@ def test_manifests_in_sync_with_chart(tmp_path):
     helm = require_tool("helm")
     out, base = tmp_path / "manifests", tmp_path / "kustomize" / "base"
     proc = subprocess.run(
-        [str(ROOT / "k8s" / "render-manifests.sh"), str(out), str(base)],
+        [str(REPO / "k8s" / "render-manifests.sh"), str(out), str(base)],
         capture_output=True,
         text=True,
         env={**os.environ, "HELM": helm},

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import CHART, PRESETS, preset_args, require_tool, run
+from tests.helpers import CHART, PRESETS, preset_args, require_tool, run
 
 pytestmark = pytest.mark.k8s
 

@@ -9,11 +9,11 @@ import shutil
 import pytest
 import yaml
 
-from .conftest import PRESETS, ROOT, preset_args, render_text, require_tool, run
+from tests.helpers import PRESETS, REPO, preset_args, render_text, require_tool, run
 
 pytestmark = pytest.mark.k8s
 
-CONFIG = ROOT / "k8s" / "checkov.yaml"
+CONFIG = REPO / "k8s" / "checkov.yaml"
 ARGUED_SKIPS = {"CKV_K8S_43", "CKV_K8S_38", "CKV_DOCKER_2"}
 
 
@@ -31,7 +31,7 @@ def test_checkov_zero_failures(tmp_path):
     checkov = require_tool("checkov")
     for preset in PRESETS:
         (tmp_path / f"{preset}.yaml").write_text(render_text(*preset_args(preset)))
-    shutil.copy(ROOT / "docker" / "Dockerfile", tmp_path / "Dockerfile")
+    shutil.copy(REPO / "docker" / "Dockerfile", tmp_path / "Dockerfile")
     proc = run(
         [
             checkov,
@@ -61,7 +61,7 @@ def test_checkov_zero_failures(tmp_path):
 
 def test_dockerfile_shape():
     """One Dockerfile, two variants, non-root, tini in front of `tuner-service`."""
-    text = (ROOT / "docker" / "Dockerfile").read_text()
+    text = (REPO / "docker" / "Dockerfile").read_text()
     assert "ARG VARIANT=gpu" in text
     assert 'gpu/amd64) tensorflow="tensorflow[and-cuda]' in text
     assert 'cpu/amd64) tensorflow="tensorflow-cpu' in text
@@ -70,7 +70,7 @@ def test_dockerfile_shape():
     assert 'CMD ["tuner-service", "--help"]' in text
     # build stage, runtime base, its cpu and gpu variants, the final stage.
     assert text.count("\nFROM ") == 5
-    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*") + 1 :] and "!tuner_service/" in ignore
     assert "!docker/constraints-*.txt" in ignore
 

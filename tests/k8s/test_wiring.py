@@ -28,20 +28,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures.pki import make_pki
 
-from .conftest import NAMESPACE, ROOT, by_kind, job, render
+from tests.fixtures.pki import make_pki
+from tests.helpers import NAMESPACE, REPO, SHARED_KERAS_HOME, by_kind, free_port, job, render, study_dict
 
 pytestmark = [pytest.mark.k8s, pytest.mark.k8s_wiring, pytest.mark.e2e]
 
-SHARED_KERAS_HOME = ROOT.parent / "shared" / "data" / "keras"
 SEARCH_TIMEOUT = 420
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Pod:
@@ -256,7 +249,7 @@ def shim_dir(tmp_path) -> Path:
     shim = folder / "tuner-service"
     shim.write_text(
         "#!/bin/sh\n"
-        f'PYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" -m tuner_service "$@"\n'
+        f'PYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" -m tuner_service "$@"\n'
     )
     shim.chmod(0o755)
     tini = folder / "tini"
@@ -273,16 +266,9 @@ def test_rendered_pods_complete_a_tiny_search(tmp_path, shim_dir):
     pytest.importorskip("keras_tuner")
     oracle_port, status_port, metrics_port = free_port(), free_port(), free_port()
     values = {
+        # The tests' tiny study; the chart sets the ports and the directory is on the volume.
         "study": {
-            "name": "wiring",
-            "model": "mlp",
-            "tuner": {"type": "random"},
-            "max_trials": 2,
-            "epochs": 1,
-            "batch_size": 64,
-            "seed": 1,
-            "data": {"max_train_samples": 400},
-            "baseline": False,
+            **{k: v for k, v in study_dict(tmp_path, name="wiring").items() if not k.endswith("_port")},
             "retrain_best": True,
             "directory": "/data/studies",
         },

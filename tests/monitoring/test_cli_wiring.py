@@ -5,9 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from conftest import cli, tiny_study  # tests/conftest.py
-
-from tuner_service.local import free_port
+from tests.helpers import cli, free_port, tiny_study
 
 
 def test_chief_with_a_busy_metrics_port_is_a_usage_error(tmp_path: Path, keras_home: Path) -> None:

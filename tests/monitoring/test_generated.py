@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from .conftest import DASHBOARD, REPO
+from tests.helpers import DASHBOARD, REPO
 
 
 def tool(name: str) -> ModuleType:

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import ALERTS, DASHBOARD, metric_names, require_tool, scrape
 from tuner_service.metrics import ChiefMetrics, WorkerMetrics, serve
 from tuner_service.study.ledger import Event, Ledger
-
-from .conftest import ALERTS, DASHBOARD, metric_names, require_tool, scrape
 
 BETTER = lambda a, b: a > b  # noqa: E731
 

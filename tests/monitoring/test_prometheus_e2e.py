@@ -16,16 +16,24 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, cli, tiny_study  # tests/conftest.py
 
-from tuner_service.local import free_port
-
-from .conftest import ALERTS, DASHBOARD, metric_names, require_tool, scrape
+from tests.helpers import (
+    ALERTS,
+    DASHBOARD,
+    REPO,
+    cli,
+    free_port,
+    metric_names,
+    require_tool,
+    scrape,
+    tiny_study,
+)
 
 STUDY = "tiny"
 MAX_TRIALS, EPOCHS, WORKERS = 3, 2, 2
@@ -170,6 +178,15 @@ def wait_for(predicate: Any, timeout: float, what: str, logs: Path) -> None:
         time.sleep(0.2)
 
 
+def _rules_evaluated_after(prom: Prometheus, at: float) -> bool:
+    """Every rule group's last evaluation began in a second after ``at`` (RFC 3339, UTC)."""
+    stamps = [g["lastEvaluation"][:19] for g in prom.api("rules")["groups"]]
+    times = [
+        datetime.strptime(s, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp() for s in stamps
+    ]
+    return bool(times) and min(times) >= int(at) + 1
+
+
 # Per alert: (text in its expression, the relaxed text) so that it holds on a healthy search.
 RELAXED = {
     "TunerServiceSearchStalled": [("> 3600", "> -1"), ('{state="running"} == 1', '{state="running"} >= 0')],
@@ -234,8 +251,16 @@ def test_prometheus_scrapes_a_real_search(search: dict[str, Any]) -> None:
         assert rule["health"] == "ok" and not rule.get("lastError"), rule
         for name in metric_names(rule["query"]):
             assert prom.query_range(f'{name}{{study="{STUDY}"}}', start, end), (rule["name"], name)
-    # The chief said "finished" before it exited, so its silence now is not an outage.
-    time.sleep(3)
+    # The chief said "finished" before it exited, so its silence now is not an outage: once
+    # Prometheus has seen it down and evaluated the rules since, no alert says otherwise.
+    wait_for(
+        lambda: prom.api("query", query='up{job="tuner-service-chief"} == 0')["result"],
+        30,
+        "Prometheus to see the chief down",
+        logs,
+    )
+    seen_down = time.time()
+    wait_for(lambda: _rules_evaluated_after(prom, seen_down), 30, "a rule evaluation after that", logs)
     firing = [a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]]
     assert "TunerServiceChiefDown" not in firing, firing
     finished = prom.query_range(

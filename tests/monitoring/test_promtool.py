@@ -6,7 +6,7 @@ import subprocess
 
 import yaml
 
-from .conftest import ALERT_TESTS, ALERTS, require_tool
+from tests.helpers import ALERT_TESTS, ALERTS, require_tool
 
 ALERT_NAMES = {
     "TunerServiceSearchStalled",

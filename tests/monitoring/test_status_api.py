@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, cli, tiny_study  # tests/conftest.py
 
-from tuner_service.local import free_port
+from tests.helpers import REPO, cli, free_port, tiny_study, wait_for
 from tuner_service.status._generated import status_pb2 as pb
 from tuner_service.status.client import StatusClient, StatusUnavailable
 from tuner_service.status.server import StatusServer, make_status_server
@@ -82,14 +81,6 @@ def test_history_survives_a_chief_restart_and_a_torn_line(ledger: Ledger, tmp_pa
     assert restarted.get("00")[1]["metrics"] == {"loss": 0.5}
 
 
-def _wait_for(condition, what: str, timeout: float = 10.0) -> None:
-    """Poll ``condition`` until true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_event_stream_carries_trial_events_and_ends_with_the_search(
     ledger: Ledger, server: StatusServer
 ) -> None:
@@ -106,7 +97,7 @@ def test_event_stream_carries_trial_events_and_ends_with_the_search(
     thread.start()
     assert subscribed.wait(5)
     # The server-side subscription starts with the first read of the stream: wait for it.
-    _wait_for(lambda: server.hub.subscribers == 1, "the stream's subscription")
+    wait_for(lambda: server.hub.subscribers == 1, "the stream's subscription", 10)
     ledger.trial_started("worker-0", "00")
     ledger.worker_seen("worker-0", "training")  # not streamed: says nothing new
     ledger.trial_reported("00", 0, {"val_accuracy": 0.5})
@@ -150,7 +141,7 @@ def test_closing_the_server_ends_open_streams(ledger: Ledger) -> None:
         done.set()
 
     threading.Thread(target=watch, daemon=True).start()
-    _wait_for(lambda: server.hub.subscribers == 1, "the stream's subscription")
+    wait_for(lambda: server.hub.subscribers == 1, "the stream's subscription", 10)
     server.close()
     assert done.wait(5), "an open stream kept the chief from shutting down"
     # Ended by the server as a stream ends (the client sees its end), not cut off by the
@@ -189,9 +180,7 @@ def test_status_cli_watch_follows_until_the_search_ends(ledger: Ledger, server: 
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while not server.hub.subscribers and time.monotonic() < deadline:  # wait until it streams
-        time.sleep(0.1)
+    wait_for(lambda: server.hub.subscribers, "the CLI to subscribe to the event stream", 30)
     ledger.trial_started("worker-0", "00")
     ledger.trial_ended("00", "COMPLETED", 0.5, BETTER)
     ledger.set_state("finished")
@@ -254,28 +243,40 @@ def test_status_watch_waits_for_a_chief_that_is_still_starting(tmp_path: Path) -
 
     study = tiny_study(tmp_path, status_port=free_port())  # nobody listens there
     project = tmp_path / "studies" / "tiny"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tuner_service", "status", "--config", str(study), "--watch", "--wait", "30"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(2)  # the CLI is waiting now; the chief comes up and writes endpoints.json
+    stderr = tmp_path / "status.err"
+    with stderr.open("w") as err_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tuner_service",
+                "status",
+                "--config",
+                str(study),
+                "--watch",
+                "--wait",
+                "30",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
+        )
+    # The CLI is waiting now; then the chief comes up and writes endpoints.json.
+    wait_for(lambda: "waiting up to 30s for the chief" in stderr.read_text(), "the CLI to wait", 60)
     ledger = Ledger("tiny", max_trials=1, path=project / STATE_FILE)
     project.mkdir(parents=True)
     server = make_status_server(ledger, "127.0.0.1:0").start()
     try:
         endpoints.write(project, "127.0.0.1", status_port=server.port)
-        deadline = time.monotonic() + 30
-        while not server.hub._queues and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: server.hub._queues, "the CLI to subscribe to the event stream", 30)
         ledger.trial_started("worker-0", "0")
         ledger.trial_ended("0", "COMPLETED", 0.5, BETTER)
         ledger.set_state("finished")
-        out, err = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=30)
     finally:
         server.close()
+    err = stderr.read_text()
     assert proc.returncode == 0, err
     assert "waiting up to 30s for the chief" in err
     assert out.strip().splitlines()[-1].startswith("study tiny: finished, trials 1/1 completed")

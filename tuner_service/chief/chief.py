@@ -195,6 +195,10 @@ class Chief:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
+    #: Seconds between looks at the leases when no call wakes the loop. A class attribute so a
+    #: test can lengthen it and tell a wake-up by a call from a poll with a bound that has margin.
+    poll_interval: float = 1.0
+
     def wait(self) -> Outcome:
         """Block until the search is over, has failed, or a stop was requested."""
         s = self.servicer
@@ -202,7 +206,8 @@ class Chief:
             while not (self._stop_reason or s.failure or s.search_done()):
                 # Woken by every RPC; the timeout bounds how late an expired lease is noticed.
                 expiry = s.leases.next_expiry()
-                s.changed.wait(timeout=1.0 if expiry is None else min(1.0, expiry + 0.01))
+                poll = self.poll_interval
+                s.changed.wait(timeout=poll if expiry is None else min(poll, expiry + 0.01))
                 if self._halt is not None:
                     return self._halt
                 stalled = self._stalled()
