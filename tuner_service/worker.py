@@ -209,19 +209,16 @@ def run_worker(spec: StudySpec, environ: Mapping[str, str], *, chief_deadline: f
             )
         print(f"worker {role.tuner_id}: {stop}{held}", file=sys.stderr)
         return process.EXIT_HANDED_OVER
-    except ChiefUnreachable as err:
-        print(f"worker {role.tuner_id}: giving up: {err}", file=sys.stderr)
-        return process.EXIT_CHIEF_UNREACHABLE
-    except Superseded as err:
-        print(f"worker {role.tuner_id}: fenced: {err}", file=sys.stderr)
-        return process.EXIT_FAILED
-    except SearchFinished as err:
-        print(f"worker {role.tuner_id}: nothing to do: {err}", file=sys.stderr)
-        return process.EXIT_OK
-    except SearchFailed as err:
-        print(f"worker {role.tuner_id}: the chief ended the search: {err}", file=sys.stderr)
-        return process.EXIT_FAILED
-    except NotAuthorized as err:  # a wrong or missing token: the environment is wrong
-        print(f"worker {role.tuner_id}: refused by the chief: {err}", file=sys.stderr)
-        return process.EXIT_USAGE
+    except (ChiefUnreachable, Superseded, SearchFinished, SearchFailed, NotAuthorized) as err:
+        # How the search ended for this worker: what it says, and its exit code.
+        words, code = {
+            ChiefUnreachable: ("giving up", process.EXIT_CHIEF_UNREACHABLE),
+            Superseded: ("fenced", process.EXIT_FAILED),
+            SearchFinished: ("nothing to do", process.EXIT_OK),
+            SearchFailed: ("the chief ended the search", process.EXIT_FAILED),
+            # A wrong or missing token: the environment is wrong.
+            NotAuthorized: ("refused by the chief", process.EXIT_USAGE),
+        }[type(err)]
+        print(f"worker {role.tuner_id}: {words}: {err}", file=sys.stderr)
+        return code
     return process.EXIT_OK
