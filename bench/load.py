@@ -57,6 +57,13 @@ class LoadResult:
     create_p99_ms: float = 0.0
     create_max_ms: float = 0.0
     other_p99_ms: float = 0.0  # every RPC but CreateTrial
+    # The same calls as the chief timed them (its Prometheus histograms; ours only): from the
+    # handler's start to its end, lock wait included; no network, client or (de)serialisation.
+    server_rpcs: int = 0
+    server_p99_ms: float | None = None  # estimated within the histogram's bucket
+    server_within_50ms: float | None = None  # exact: share of calls in the <= 50 ms bucket
+    server_create_p99_ms: float | None = None
+    decision_p99_ms: float | None = None  # the oracle's create_trial alone
     wall: float = 0.0
     trials_completed: int = 0
     error_samples: list[str] = field(default_factory=list)
@@ -145,9 +152,89 @@ def client_main(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the chief's own view: its /metrics --------------------------------------------------------
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """Prometheus's ``histogram_quantile``: linear within the bucket; ``buckets`` = (le, count)."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    rank = q * total
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return lower_le  # beyond the last finite bucket: its bound, as Prometheus does
+            return lower_le + (le - lower_le) * (rank - lower_count) / max(count - lower_count, 1e-12)
+        lower_le, lower_count = le, count
+    return lower_le
+
+
+class MetricsScraper:
+    """Polls the chief's /metrics while the load runs and keeps the last answer (the chief
+    lingers after the search, so the last scrape counts every call)."""
+
+    def __init__(self, port: int, interval: float = 0.5):
+        import threading
+
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.interval = interval
+        self.text = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="scraper", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(self.interval):
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as response:
+                    self.text = response.read().decode()
+            except OSError:
+                continue  # not up yet, or gone: keep the last scrape
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def buckets(self, metric: str, **labels: str) -> list[tuple[float, float]]:
+        """(le, cumulative count) of ``metric``'s histogram, summed over unnamed labels."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        summed: dict[float, float] = {}
+        for family in text_string_to_metric_families(self.text):
+            for sample in family.samples:
+                if sample.name != f"{metric}_bucket":
+                    continue
+                if any(sample.labels.get(k) != v for k, v in labels.items()):
+                    continue
+                le = float(sample.labels["le"])
+                summed[le] = summed.get(le, 0.0) + sample.value
+        return sorted(summed.items())
+
+
+def server_side(result: LoadResult, scraper: MetricsScraper) -> None:
+    """Fill ``result``'s server-side columns from the chief's histograms."""
+    rpc = scraper.buckets("tuner_service_rpc_duration_seconds")
+    if not rpc:
+        return
+    result.server_rpcs = int(rpc[-1][1])
+    result.server_p99_ms = _ms(histogram_quantile(0.99, rpc))
+    result.server_within_50ms = dict(rpc).get(0.05, 0.0) / rpc[-1][1]
+    create = scraper.buckets("tuner_service_rpc_duration_seconds", method="CreateTrial")
+    result.server_create_p99_ms = _ms(histogram_quantile(0.99, create))
+    decision = scraper.buckets("tuner_service_oracle_decision_duration_seconds", operation="create_trial")
+    result.decision_p99_ms = _ms(histogram_quantile(0.99, decision))
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
 # -- the orchestrating side -----------------------------------------------------------------------
 def _chief_command(
-    impl: str, directory: Path, trials: int, tuner: str = "random", preload: int = 0
+    impl: str, directory: Path, trials: int, tuner: str = "random", preload: int = 0, metrics_port: int = 0
 ) -> list[str]:
     py = sys.executable
     if impl == "stock":
@@ -162,7 +249,7 @@ def _chief_command(
         "epochs": 1,
         "seed": 1,
         "directory": str(directory),
-        "metrics_port": 0,
+        "metrics_port": metrics_port,
         "status_port": 0,
         "baseline": False,
         "retrain_best": False,
@@ -174,11 +261,12 @@ def _chief_command(
     return [py, "-m", "tuner_service", "chief", "-c", str(path)]
 
 
-def preload_study(study_path: Path, completed: int) -> None:
+def preload_study(study_path: Path, completed: int, tuner_id: str = "chief") -> None:
     """Complete ``completed`` trials of the study in-process, with the study's own oracle.
 
     The tuner is built as the chief builds it (same space, same storage); each trial is scored
-    by the sleepy model's formula. The chief started afterwards resumes these trials.
+    by the sleepy model's formula. The chief started afterwards (as ``tuner_id``) resumes these
+    trials: its tuner file is saved too, without which the chief refuses the study.
     """
     from bench.sleepy import SleepyHyperModel, score
     from tuner_service import spec as spec_module
@@ -197,7 +285,24 @@ def preload_study(study_path: Path, completed: int) -> None:
         oracle.end_trial(trial)
     if hasattr(oracle, "wait_for_refit"):
         oracle.wait_for_refit(timeout=300)  # the saved state carries the latest kernel fit
-    oracle.save()
+    tuner.tuner_id = tuner_id
+    tuner.save()  # oracle.json and <tuner_id>.json, as a chief that completed them would leave
+
+
+def _wait_for_chief(chief: subprocess.Popen, port: int, log: Path, timeout: float) -> None:
+    """Until the chief listens on ``port``; a chief that exits first fails the run with its log."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if chief.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"the chief exited {chief.returncode} before serving: " + " | ".join(tail))
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the chief did not listen on port {port} within {timeout:.0f} s")
 
 
 def run_load(
@@ -214,6 +319,7 @@ def run_load(
     with tempfile.TemporaryDirectory(prefix=f"bench-load-{impl}-") as tmp:
         directory = Path(tmp)
         port = free_port()
+        metrics_port = free_port() if impl == "ours" else 0
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
@@ -223,10 +329,11 @@ def run_load(
             "KERASTUNER_ORACLE_IP": "127.0.0.1",
             "KERASTUNER_ORACLE_PORT": str(port),
             "KERASTUNER_TUNER_ID": "chief",
+            "TUNER_SERVICE_METRICS_LINGER": "3",  # one last scrape after the search
         }
         chief_log = open(directory / "chief.log", "wb")  # noqa: SIM115
         chief = subprocess.Popen(
-            _chief_command(impl, directory, clients * cycles, tuner, preload),
+            _chief_command(impl, directory, clients * cycles, tuner, preload, metrics_port),
             cwd=REPO,
             env=env,
             stdout=chief_log,
@@ -260,7 +367,9 @@ def run_load(
                     text=True,
                 )
             )
+        scraper = MetricsScraper(metrics_port) if metrics_port else None
         try:
+            _wait_for_chief(chief, port, directory / "chief.log", timeout=600)
             for p in procs:  # every channel connected: the chief is up and every client is loaded
                 line = p.stdout.readline()
                 if line.strip() != "ready":
@@ -287,6 +396,9 @@ def run_load(
                 chief.kill()
                 chief.wait()
             chief_log.close()
+            if scraper is not None:
+                scraper.stop()
+                server_side(result, scraper)
         trials_dir = directory / ("load" if impl == "ours" else "e2e")
         result.trials_completed = -preload  # count those of this run only
         result.trials_completed += sum(
@@ -315,12 +427,20 @@ def run_load(
 
 def format_row(r: LoadResult) -> str:
     status = "ok" if r.ok else f"FAILED {r.error_samples[:2]}"
-    return (
+    row = (
         f"load {r.impl:5s} {r.tuner} preload={r.preload} clients={r.clients} rpcs={r.rpcs} errors={r.errors} "
         f"p50={r.p50_ms:7.1f}ms "
         f"p99={r.p99_ms:7.1f}ms max={r.max_ms:7.1f}ms rps={r.rps:6.0f} wall={r.wall:5.1f}s "
         f"trials={r.trials_completed}/{r.clients * r.cycles} {status}"
     )
+    if r.server_p99_ms is not None:
+        row += (
+            f"\n  chief's view: {r.server_rpcs} rpcs, p99~{r.server_p99_ms:.1f}ms "
+            f"({100 * r.server_within_50ms:.2f}% within 50 ms), "
+            f"CreateTrial p99~{r.server_create_p99_ms:.1f}ms, "
+            f"decision p99~{r.decision_p99_ms or 0:.1f}ms (~: within a histogram bucket)"
+        )
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,6 +119,7 @@ def test_load_preload_completes_trials_that_a_chief_resumes(tmp_path):
     import yaml
 
     from bench.load import preload_study
+    from tuner_service.study.integrity import check_saved_state
 
     study = {
         "name": "load",
@@ -135,3 +136,4 @@ def test_load_preload_completes_trials_that_a_chief_resumes(tmp_path):
     assert len(trials) == 6 and all(t["status"] == "COMPLETED" for t in trials)
     oracle = json.loads((tmp_path / "load" / "oracle.json").read_text())
     assert not oracle["ongoing_trials"] and oracle["fast_bo"]["fitted_at"] >= 3
+    check_saved_state(tmp_path / "load", "chief")  # what the chief checks before resuming

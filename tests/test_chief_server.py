@@ -383,3 +383,34 @@ def test_chief_reaps_a_silent_workers_trial_without_any_further_call(tmp_path, m
     channel.close()
     chief.request_stop("test over")
     chief.shutdown(chief.wait())
+
+
+def test_a_finished_call_never_waits_for_the_chiefs_lease_reaping(tmp_path, monkeypatch):
+    """Every RPC wakes the chief's loop on its way out (``servicer.notify``). The loop reaps
+    expired leases under the oracle's lock, behind any decision in progress; had it done so
+    while holding the wake-up condition, every finished call would wait for that decision (the
+    convoy that put 256 workers' p99 at ~100 ms, docs/oracle.md)."""
+    chief = _chief(tmp_path, monkeypatch, max_trials=2, lease_timeout=1)
+    chief.poll_interval = 0.1
+    servicer = chief.servicer
+    reaping = threading.Event()
+    reap = servicer.reap_leases
+
+    def reap_and_say() -> None:
+        reaping.set()
+        reap()
+
+    servicer.reap_leases = reap_and_say
+    channel, stub = _stub(chief.port)
+    stub.CreateTrial(pb2.CreateTrialRequest(tuner_id="w0"), timeout=10)  # a lease, then silence
+    woken = threading.Event()
+    with servicer.lock:  # a long decision in progress
+        threading.Thread(target=chief.wait, daemon=True).start()
+        assert reaping.wait(15), "the lease ran out but the chief's loop never tried to reap it"
+        threading.Thread(target=lambda: (servicer.notify(), woken.set()), daemon=True).start()
+        # Microseconds when nothing holds the condition; the old loop held it until the decision
+        # (this ``with`` block) ended, i.e. never within this wait.
+        assert woken.wait(5.0), "a finished call's wake-up waited for the reaping loop"
+    channel.close()
+    chief.request_stop("test over")
+    chief.shutdown(chief.wait())

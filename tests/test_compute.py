@@ -11,8 +11,8 @@ import pytest
 
 from tuner_service import compute
 from tuner_service.models.seed import SeedMLP
+from tuner_service.process import freeze_startup_heap
 from tuner_service.spec import ComputeSpec, SpecError, validate
-from tuner_service.worker import freeze_startup_objects
 
 BASE = {"name": "c", "model": "mlp"}
 
@@ -92,7 +92,7 @@ def test_datasets_batch_shuffle_each_epoch_and_keep_validation_in_order():
 
 def test_freezing_start_up_objects_keeps_them_out_of_every_collection():
     try:
-        freeze_startup_objects()
+        freeze_startup_heap()
         assert gc.get_freeze_count() > 1000  # TensorFlow and Keras are in there
     finally:
         gc.unfreeze()

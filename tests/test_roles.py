@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import cli, tiny_study
+from tuner_service import process
 from tuner_service.process import EnvError, Role
 
 CONTRACT = {"KERASTUNER_ORACLE_IP": "10.0.0.5", "KERASTUNER_ORACLE_PORT": "8000"}
@@ -54,3 +56,13 @@ def test_worker_without_contract_exits_2(tmp_path: Path, monkeypatch: pytest.Mon
     assert result.returncode == 2
     assert "KERASTUNER_TUNER_ID (or JOB_COMPLETION_INDEX) is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_chief_runs_blas_on_one_thread_unless_the_user_chose(monkeypatch):
+    """OpenBLAS's spinning idle thread took a third of a core from the chief's RPC threads."""
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    process.one_blas_thread()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    process.one_blas_thread()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "4"

@@ -10,6 +10,7 @@ configured the same way. No TensorFlow or gRPC import here.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -145,6 +146,33 @@ def die_with_parent(environ: MutableMapping[str, str]) -> None:
     prctl(pr_set_pdeathsig, signal.SIGTERM)
     if os.getppid() != int(raw):  # the parent is already gone: nobody would signal us
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def one_blas_thread() -> None:
+    """NumPy's (and SciPy's) OpenBLAS on one thread in this process, unless the user chose.
+
+    For the chief: its array work is the Bayesian oracle's, on matrices a few hundred wide,
+    where a second BLAS thread buys nothing; but OpenBLAS's idle worker thread spins after every
+    call, and under 256 workers it took 30-40 % of a core from the RPC threads on a 2-core
+    machine (docs/oracle.md). Read when OpenBLAS loads, so it must run before NumPy is imported.
+    Training runs on TensorFlow's own thread pools, which this does not touch.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def freeze_startup_heap() -> None:
+    """Exempt everything alive now (TensorFlow, Keras, the data, a reloaded search) from
+    garbage collection; call it once start-up is over.
+
+    A full collection walks every object TensorFlow ever allocated: 0.2-0.5 s with the GIL held
+    on a 2-core node. In a worker keras-tuner forces two before every trial
+    (``Tuner._try_build``, ``keras.backend.clear_session``): 1.0 s -> 0.07 s between trials
+    (docs/performance.md). In the chief the automatic ones stalled every RPC in flight: 217 ms
+    under 256 workers (docs/oracle.md). No ``gc.collect()`` first: it would walk that whole heap
+    once more to free a few MB of import-time garbage. Frozen objects are still freed by
+    reference counting; only cycles among them are kept.
+    """
+    gc.freeze()
 
 
 def env_port(environ: Mapping[str, str], name: str, default: int) -> int:

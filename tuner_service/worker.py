@@ -8,7 +8,6 @@ input, or ``TUNER_SERVICE_REQUIRE_GPU=1`` and no GPU visible; 3 the chief stayed
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 import time
@@ -32,19 +31,6 @@ if TYPE_CHECKING:
     from tuner_service.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
-
-
-def freeze_startup_objects() -> None:
-    """Exempt everything alive now (TensorFlow, Keras, the data) from garbage collection.
-
-    keras-tuner runs ``gc.collect()`` twice before every trial (``Tuner._try_build`` and
-    ``keras.backend.clear_session``); each walks every object TensorFlow ever allocated, about
-    0.2-0.5 s per call on a 2-core node. Freezing the start-up heap makes those collections walk
-    only what trials create (measured: 1.0 s -> 0.07 s between trials; docs/performance.md).
-    """
-    # No gc.collect() first: it would walk that whole heap once more (~0.5 s at start-up) to
-    # free a few MB of import-time garbage.
-    gc.freeze()
 
 
 def tensorboard_callback(spec: StudySpec) -> Any:
@@ -138,7 +124,7 @@ class Worker:
         fit_data, fit_kwargs = training.search_inputs(
             splits, self.spec.batch_size, tf_data=tf_data, seed=self.spec.seed
         )
-        freeze_startup_objects()
+        process.freeze_startup_heap()
         if self.handover is not None:
             self.handover.searching = True  # SIGTERM now waits for a safe point
         try:

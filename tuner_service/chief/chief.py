@@ -202,19 +202,28 @@ class Chief:
     def wait(self) -> Outcome:
         """Block until the search is over, has failed, or a stop was requested."""
         s = self.servicer
-        with s.changed:
-            while not (self._stop_reason or s.failure or s.search_done()):
+        while True:
+            with s.changed:
+                if self._stop_reason or s.failure or s.search_done():
+                    break
                 # Woken by every RPC; the timeout bounds how late an expired lease is noticed.
                 expiry = s.leases.next_expiry()
                 poll = self.poll_interval
                 s.changed.wait(timeout=poll if expiry is None else min(poll, expiry + 0.01))
-                if self._halt is not None:
-                    return self._halt
-                stalled = self._stalled()
-                if stalled is not None:
-                    log.error("%s", stalled.message)
-                    return stalled
+            # The rest runs without the condition's lock: every RPC takes it to wake this loop
+            # (servicer.notify), and reaping waits for the oracle's lock behind any decision in
+            # progress. Reaping while holding it made each finished call wait for the slowest
+            # queued decision: 256 workers on a 1,000-trial Bayesian chief saw p99 ~100 ms.
+            if self._halt is not None:
+                return self._halt
+            stalled = self._stalled()
+            if stalled is not None:
+                log.error("%s", stalled.message)
+                return stalled
+            expiry = s.leases.next_expiry()
+            if expiry is not None and expiry <= 0:  # the oracle lock only when a lease ran out
                 s.reap_leases()
+        with s.changed:
             if self._halt is not None:
                 return self._halt
             if self._stop_reason:

@@ -81,6 +81,7 @@ def run_chief(spec: StudySpec, environ: Mapping[str, str]) -> int:
     """Serve the study's search until it is over; the process's exit code."""
     settings = ChiefSettings.from_env(spec, environ)  # before TensorFlow loads
     settings.check_ports()  # a busy port: one line naming it, nothing written
+    process.one_blas_thread()  # before NumPy loads
     from tuner_service import data
 
     # Bad data: one line, exit 2, nothing written; files before TensorFlow loads, the rest below.
@@ -145,6 +146,7 @@ def _run_locked(spec: StudySpec, settings: ChiefSettings, lock: StudyLock) -> in
         ) from None
     if chief.search_over():
         return _finalize_alone(spec, chief, tuner, splits)
+    process.freeze_startup_heap()  # no collection walks TensorFlow's heap while RPCs wait
     with ExitStack() as stack:  # metrics and status stay up until the chief exits
         serve_observability(spec, chief, settings, stack)
         return _serve(spec, chief, tuner, resumed, splits)
