@@ -36,6 +36,9 @@ def test_bench_smoke_runs_both_paths_and_prints_the_table(tmp_path):
         assert result["errors"] == 0 and result["trials_completed"] == result["clients"] * result["cycles"], (
             impl
         )
+    # The chief's own histograms count every call the clients made (its view, beside theirs).
+    ours = raw["load"]["ours"]
+    assert ours["server_rpcs"] == ours["rpcs"] > 0 and 0 < ours["server_within_50ms"] <= 1
 
 
 def _recorded(tmp_path, curves: list[list[float]]):
