@@ -125,7 +125,6 @@ def test_chief_refusing_the_study_ends_run_at_once_with_its_error(tmp_path: Path
     assert not [pid for pid in children if alive(pid)]
 
 
-@pytest.mark.skip(reason="times out waiting for worker-0 two epochs into a trial since the merges; fix next")
 def test_killed_worker_search_completes_and_run_says_where_its_trial_went(
     tmp_path: Path, runs, keras_home
 ) -> None:

@@ -166,6 +166,7 @@ class Ledger:
                 {"step": step, "metrics": dict(metrics)},
             )
         )
+        self.save()  # the epoch count on disk too (coalesced with other writes: save_interval)
 
     def trial_ended(
         self,
