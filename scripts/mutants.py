@@ -109,9 +109,18 @@ MUTANTS: tuple[Mutant, ...] = (
         "chief-loop-never-reaps",
         "tuner_service/chief/chief.py",
         "                s.reap_leases()\n",
-        "",
+        "                pass\n",
         ("tests/test_chief_server.py", "-k", "reaps"),
         "a dead worker's trial waits forever when no other call comes in",
+    ),
+    Mutant(
+        "chief-reaps-under-the-wake-condition",
+        "tuner_service/chief/chief.py",
+        "                s.changed.wait(timeout=poll if expiry is None else min(poll, expiry + 0.01))\n",
+        "                s.changed.wait(timeout=poll if expiry is None else min(poll, expiry + 0.01))\n"
+        "                s.reap_leases()\n",
+        ("tests/test_chief_server.py", "-k", "never_waits"),
+        "every finished call waits for the reaping loop, itself behind any decision (the 256-worker p99)",
     ),
     Mutant(
         "status-streams-not-ended-on-close",
