@@ -74,7 +74,7 @@ bench: venv ## stock keras-tuner vs tuner-service side by side: one table of rat
 bench-early-stopping: venv ## early stopping off vs on: epochs and time saved vs accuracy lost (~30 min)
 	$(PY) bench/early_stopping.py
 
-mutants: venv ## mutation audit: plant known one-line bugs, check the tests catch each (~20 min)
+mutants: venv ## mutation audit: plant known one-line bugs, check the tests catch each (~2 min idle)
 	$(PY) scripts/mutants.py
 
 clean: ## remove local search output
