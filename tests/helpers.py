@@ -86,6 +86,21 @@ def cli(
     )
 
 
+def as_in_a_terminal(argv: list[str]) -> list[str]:
+    """``argv`` started with SIGINT at its default, as a command typed in a terminal is.
+
+    A test that presses Ctrl-C (sends SIGINT) must not depend on how pytest itself was started:
+    a shell starts background jobs (``cmd &``, CI wrappers, nohup) with SIGINT *ignored*, children
+    inherit that, and Python then never installs its KeyboardInterrupt handler. The child resets
+    SIGINT and execs ``argv``; a disposition reset to default survives exec.
+    """
+    reset = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execvp(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", reset, *argv]
+
+
 def wait_for(
     condition: Callable[[], T],
     what: str,

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import pytest
 
-from tests.helpers import cli, tiny_study
+from tests.helpers import as_in_a_terminal, cli, tiny_study
 
 pytestmark = pytest.mark.e2e
 
@@ -121,17 +121,10 @@ def test_ctrl_c_stops_every_process_and_the_chief_saves_its_state(tmp_path: Path
 
     study = tiny_study(tmp_path, max_trials=40, epochs=3)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tuner_service",
-            "run",
-            "--config",
-            str(study),
-            "--workers",
-            "2",
-            "--no-progress",
-        ],
+        as_in_a_terminal(
+            [sys.executable, "-m", "tuner_service", "run", "--config", str(study)]
+            + ["--workers", "2", "--no-progress"]
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
