@@ -2,7 +2,8 @@
 
 For the Oracle service and the status service alike: no token, a wrong token, the right one and a
 rotated (second) one; TLS with the right CA, a wrong CA and plaintext against the TLS port; the
-health service open without a token; an unmodified keras-tuner worker refused with the reason.
+health service open without a token; an unmodified keras-tuner worker refused with the reason;
+mutual TLS, also as the Helm chart wires it (its rendered env and Secret files, run).
 The certificates come from a throwaway CA (tests/fixtures/pki.py, the ``openssl`` command).
 """
 
