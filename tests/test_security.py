@@ -2,12 +2,14 @@
 
 For the Oracle service and the status service alike: no token, a wrong token, the right one and a
 rotated (second) one; TLS with the right CA, a wrong CA and plaintext against the TLS port; the
-health service open without a token; an unmodified keras-tuner worker refused with the reason.
+health service open without a token; an unmodified keras-tuner worker refused with the reason;
+mutual TLS, also as the Helm chart wires it (its rendered env and Secret files, run).
 The certificates come from a throwaway CA (tests/fixtures/pki.py, the ``openssl`` command).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import shutil
@@ -26,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.sleepy import SleepyHyperModel
 from tests.fixtures.pki import Pki, make_pki
-from tests.helpers import REPO, study_dict
+from tests.helpers import REPO, by_kind, job, render, study_dict
 from tuner_service import compat
 from tuner_service.auth import (
     TLS_CA_ENV,
@@ -441,3 +443,101 @@ def test_the_token_never_reaches_the_shared_storage_or_the_log(tmp_path, monkeyp
         data = path.read_bytes()
         assert TOKEN.encode() not in data and ROTATED.encode() not in data, path
     assert TOKEN not in caplog.text and ROTATED not in caplog.text
+
+
+# -- the chart's mutual TLS wiring, run ---------------------------------------------------------------
+def _secret_data(docs: list[dict], pki: Pki) -> dict[str, dict[str, bytes]]:
+    """Every Secret the pods mount: the chart's own (the token) and the two kubernetes.io/tls
+    Secrets a cert-manager CA issuer would make: the chief's and the workers' client one."""
+    secrets = {
+        d["metadata"]["name"]: {k: base64.b64decode(v) for k, v in d.get("data", {}).items()}
+        for d in by_kind(docs, "Secret")
+    }
+    ca = pki.ca.read_bytes()
+    secrets["chief-tls"] = {"tls.crt": pki.cert.read_bytes(), "tls.key": pki.key.read_bytes(), "ca.crt": ca}
+    secrets["worker-client-tls"] = {
+        "tls.crt": pki.client_cert.read_bytes(),
+        "tls.key": pki.client_key.read_bytes(),
+        "ca.crt": ca,
+    }
+    return secrets
+
+
+def _pod_security_env(spec: dict, secrets: dict[str, dict[str, bytes]], root: Path) -> dict[str, str]:
+    """The container's ``TUNER_SERVICE_*`` env as the pod sees it: each Secret volume's items
+    written into a folder (with the volume's mode) and every path under a mount point mapped to
+    that folder, as the kubelet would mount it. A path that no mount serves stays unmapped."""
+    [container] = spec["containers"]
+    volumes = {v["name"]: v["secret"] for v in spec["volumes"] if "secret" in v}
+    mounts: dict[str, Path] = {}
+    for mount in container["volumeMounts"]:
+        if mount["name"] not in volumes:
+            continue
+        ref, folder = volumes[mount["name"]], root / mount["name"]
+        folder.mkdir(parents=True)
+        for item in ref["items"]:
+            if item["key"] not in secrets[ref["secretName"]]:
+                assert ref.get("optional"), f"Secret {ref['secretName']} has no key {item['key']}"
+                continue
+            path = folder / item["path"]
+            path.write_bytes(secrets[ref["secretName"]][item["key"]])
+            path.chmod(ref["defaultMode"])
+        mounts[mount["mountPath"]] = folder
+
+    def mapped(value: str) -> str:
+        parts = value.split(":")  # TUNER_SERVICE_AUTH_TOKENS_FILE lists several files
+        for at, folder in mounts.items():
+            parts = [str(folder) + p[len(at) :] if p.startswith(at + "/") else p for p in parts]
+        return ":".join(parts)
+
+    return {
+        e["name"]: mapped(e["value"])
+        for e in container["env"]
+        if e["name"].startswith("TUNER_SERVICE_") and "value" in e
+    }
+
+
+@pytest.mark.k8s
+def test_the_charts_mutual_tls_serves_its_workers_and_refuses_a_pod_without_a_client_certificate(
+    serve, pki, tmp_path, monkeypatch
+):
+    """The env and files the chart gives the chief and a worker with tls.clientAuth on, run over
+    real gRPC: the worker so configured is served on both ports; a pod that has the token and the
+    CA but no client certificate, or one from another CA, is refused at the handshake."""
+    docs = render(
+        "--set", "auth.enabled=true", "--set", f"auth.token={TOKEN}",
+        "--set", "tls.enabled=true", "--set", "tls.secretName=chief-tls",
+        "--set", "tls.clientAuth.enabled=true", "--set", "tls.clientAuth.secretName=worker-client-tls",
+    )  # fmt: skip
+    secrets = _secret_data(docs, pki)
+    chief_env = _pod_security_env(job(docs, "chief")["spec"]["template"]["spec"], secrets, tmp_path / "chief")
+    worker_env = _pod_security_env(
+        job(docs, "worker")["spec"]["template"]["spec"], secrets, tmp_path / "worker"
+    )
+    for env in (chief_env, worker_env):  # every path the chart names is a file it mounts
+        assert not [v for v in env.values() if "/var/run/secrets/" in v], env
+    assert Path(chief_env[TLS_CLIENT_CA_ENV]).read_bytes() == pki.ca.read_bytes()
+    assert not {TLS_CLIENT_CERT_ENV, TLS_CLIENT_KEY_ENV} & set(chief_env)  # no client key in the chief
+    assert Path(worker_env[TLS_CLIENT_KEY_ENV]).read_bytes() == pki.client_key.read_bytes()
+
+    security = ServerSecurity.from_env(chief_env)
+    assert security.tls is not None and security.tls.client_ca is not None and security.tokens is not None
+    for env_name, value in worker_env.items():  # the worker process's environment, as in its pod
+        monkeypatch.setenv(env_name, value)
+    worker = ClientSecurity.from_env()
+    stranger = ClientSecurity(token=TOKEN, ca=pki.ca)  # a pod holding the token, no certificate
+    other = make_pki(tmp_path / "other")
+    forged = ClientSecurity(token=TOKEN, ca=pki.ca, cert=other.client_cert, key=other.client_key)
+    for service in SERVICES:
+        served = serve(service, security)
+        assert _call(served, worker) is None, service
+        for refused in (stranger, forged):
+            err = _call(served, refused)
+            assert err is not None and err.code() == grpc.StatusCode.UNAVAILABLE, service
+    # Our worker's client, built as run_worker builds it (security from the environment).
+    served = serve("oracle", security)
+    client = ServiceOracleClient(_oracle(tmp_path / "w"), f"127.0.0.1:{served.port}", "worker-0")
+    try:
+        assert "units" in client.get_space().values
+    finally:
+        client.close()

@@ -221,7 +221,8 @@ def test_chief_is_a_restartable_job_with_grpc_probes():
         assert "enabled" not in c_on[probe]
     # Auth and TLS are off by default (stock keras-tuner workers cannot send a token).
     assert not {k for k in env if k.startswith(("TUNER_SERVICE_AUTH", "TUNER_SERVICE_TLS"))}
-    assert not {v["name"] for v in pod["volumes"]} & {"auth", "auth-accepted", "tls"}
+    volumes = {v["name"] for v in pod["volumes"]}
+    assert not volumes & {"auth", "auth-accepted", "tls", "tls-client", "tls-client-ca"}
 
 
 def test_service_targets_the_chief_ports():
@@ -414,7 +415,8 @@ def test_auth_and_tls_preset_mount_the_secrets_into_chief_and_workers():
     auth = f"{FULLNAME}-auth"
     chief = job(docs, "chief")["spec"]["template"]["spec"]
     worker = job(docs, "worker")["spec"]["template"]["spec"]
-    # The chief: the token and the rotated ones (optional key), its certificate, key and CA.
+    # The chief: the token and the rotated ones (optional key), its certificate, key and CA, and
+    # (mutual TLS) the CA it verifies client certificates against.
     assert _secret_volumes(chief) == {
         "auth": {"secretName": auth, "defaultMode": 0o440, "items": [{"key": "token", "path": "token"}]},
         "auth-accepted": {
@@ -432,6 +434,11 @@ def test_auth_and_tls_preset_mount_the_secrets_into_chief_and_workers():
                 {"key": "ca.crt", "path": "ca.crt"},
             ],
         },
+        "tls-client-ca": {
+            "secretName": "worker-client-tls",
+            "defaultMode": 0o440,
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+        },
     }
     [c] = chief["containers"]
     env = env_of(c)
@@ -441,9 +448,12 @@ def test_auth_and_tls_preset_mount_the_secrets_into_chief_and_workers():
     assert env["TUNER_SERVICE_TLS_CERT"] == f"{SECRETS_DIR}/tls/tls.crt"
     assert env["TUNER_SERVICE_TLS_KEY"] == f"{SECRETS_DIR}/tls/tls.key"
     assert env["TUNER_SERVICE_TLS_CA"] == f"{SECRETS_DIR}/tls/ca.crt"
+    assert env["TUNER_SERVICE_TLS_CLIENT_CA"] == f"{SECRETS_DIR}/tls-client-ca/ca.crt"
+    assert "TUNER_SERVICE_TLS_CLIENT_KEY" not in env and "TUNER_SERVICE_TLS_CLIENT_CERT" not in env
     # The kubelet's gRPC probe cannot speak TLS: a TCP check of the oracle port instead.
     assert c["readinessProbe"]["tcpSocket"] == {"port": 8000} and "grpc" not in c["readinessProbe"]
-    # Workers: the token they send and the CA they verify with, never the chief's key.
+    # Workers: the token they send, the CA they verify with and their client certificate and
+    # key; never the chief's key.
     assert _secret_volumes(worker) == {
         "auth": {"secretName": auth, "defaultMode": 0o440, "items": [{"key": "token", "path": "token"}]},
         "tls": {
@@ -451,12 +461,20 @@ def test_auth_and_tls_preset_mount_the_secrets_into_chief_and_workers():
             "defaultMode": 0o440,
             "items": [{"key": "ca.crt", "path": "ca.crt"}],
         },
+        "tls-client": {
+            "secretName": "worker-client-tls",
+            "defaultMode": 0o440,
+            "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+        },
     }
     [w] = worker["containers"]
     env = env_of(w)
     assert env["TUNER_SERVICE_AUTH_TOKENS_FILE"] == f"{SECRETS_DIR}/auth/token"
     assert env["TUNER_SERVICE_TLS_CA"] == f"{SECRETS_DIR}/tls/ca.crt"
     assert "TUNER_SERVICE_TLS_KEY" not in env and "TUNER_SERVICE_TLS_CERT" not in env
+    assert env["TUNER_SERVICE_TLS_CLIENT_CERT"] == f"{SECRETS_DIR}/tls-client/tls.crt"
+    assert env["TUNER_SERVICE_TLS_CLIENT_KEY"] == f"{SECRETS_DIR}/tls-client/tls.key"
+    assert "TUNER_SERVICE_TLS_CLIENT_CA" not in env
     for name, spec in pod_specs(docs):
         [c] = spec["containers"]
         mounts = {m["name"]: m for m in c["volumeMounts"]}
@@ -497,6 +515,46 @@ def test_auth_with_an_existing_secret_and_tls_options():
     assert c["readinessProbe"]["grpc"] == {"port": 8000}  # health needs no token
 
 
+def test_mutual_tls_client_ca_only_in_the_chief_client_key_only_in_workers():
+    """tls.clientAuth: the chief mounts the client CA (from another Secret when caSecretName is
+    set), never a client key; each worker mounts its certificate and key; the probes stay TCP
+    checks, which open no TLS session and so need no client certificate."""
+    from tuner_service import process
+
+    docs = render(
+        "--set", "tls.enabled=true", "--set", "tls.secretName=chief-tls",
+        "--set", "tls.clientAuth.enabled=true", "--set", "tls.clientAuth.secretName=worker-client",
+        "--set", "tls.clientAuth.caSecretName=client-ca", "--set", "tls.clientAuth.caKey=root.pem",
+        "--set", "chief.livenessProbe.enabled=true", "--set", "chief.startupProbe.enabled=true",
+    )  # fmt: skip
+    chief = job(docs, "chief")["spec"]["template"]["spec"]
+    worker = job(docs, "worker")["spec"]["template"]["spec"]
+    assert _secret_volumes(chief)["tls-client-ca"] == {
+        "secretName": "client-ca",
+        "defaultMode": 0o440,
+        "items": [{"key": "root.pem", "path": "ca.crt"}],
+    }
+    assert "tls-client" not in _secret_volumes(chief)
+    assert "tls-client-ca" not in _secret_volumes(worker)
+    [c], [w] = chief["containers"], worker["containers"]
+    # The names are the process contract's, the ones tuner_service/auth.py reads.
+    assert env_of(c)[process.TLS_CLIENT_CA] == f"{SECRETS_DIR}/tls-client-ca/ca.crt"
+    assert {process.TLS_CLIENT_CERT, process.TLS_CLIENT_KEY}.isdisjoint(env_of(c))
+    assert env_of(w)[process.TLS_CLIENT_CERT] == f"{SECRETS_DIR}/tls-client/tls.crt"
+    assert env_of(w)[process.TLS_CLIENT_KEY] == f"{SECRETS_DIR}/tls-client/tls.key"
+    assert process.TLS_CLIENT_CA not in env_of(w)
+    for container, volume in ((c, "tls-client-ca"), (w, "tls-client")):
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == volume]
+        assert mount == {"name": volume, "mountPath": f"{SECRETS_DIR}/{volume}", "readOnly": True}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["tcpSocket"] == {"port": 8000} and "grpc" not in c[probe], probe
+    # Off (the default) with TLS on: nothing of it anywhere.
+    tls_only = render("--set", "tls.enabled=true", "--set", "tls.secretName=chief-tls")
+    for _, spec in pod_specs(tls_only):
+        assert not {"tls-client", "tls-client-ca"} & set(_secret_volumes(spec))
+        assert not [k for k in env_of(spec["containers"][0]) if k.startswith("TUNER_SERVICE_TLS_CLIENT")]
+
+
 def test_notes_tell_how_to_watch_and_fetch_results():
     helm = require_tool("helm")
     out = run([helm, "install", "mnist", str(CHART), "--namespace", NAMESPACE, "--dry-run=client"]).stdout
@@ -514,6 +572,22 @@ def test_notes_tell_how_to_watch_and_fetch_results():
     assert "get secret mnist-tuner-service-auth -o jsonpath='{.data.token}' | base64 -d" in secured
     assert "get secret chief-tls -o jsonpath='{.data.ca\\.crt}'" in secured
     assert "TUNER_SERVICE_TLS_SERVER_NAME=mnist-tuner-service-chief.studies.svc.cluster.local" in secured
+    assert "TUNER_SERVICE_TLS_CLIENT_CERT" not in secured  # mutual TLS is off by default
+    mutual = run(
+        [helm, "install", "mnist", str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+         "--set", "tls.enabled=true", "--set", "tls.secretName=chief-tls",
+         "--set", "tls.clientAuth.enabled=true", "--set", "tls.clientAuth.secretName=worker-client"]
+    ).stdout.split("NOTES:", 1)[1]  # fmt: skip
+    # The printed status command presents a client certificate, or the chief would refuse it.
+    assert "get secret worker-client -o jsonpath='{.data.tls\\.crt}' | base64 -d > client.crt" in mutual
+    assert (
+        "(umask 077 && kubectl -n studies get secret worker-client -o jsonpath='{.data.tls\\.key}'" in mutual
+    )
+    assert (
+        'TUNER_SERVICE_TLS_CLIENT_CERT="$PWD/client.crt" TUNER_SERVICE_TLS_CLIENT_KEY="$PWD/client.key"'
+        in mutual
+    )
+    assert "Clients verify the chief with the CA of Secret chief-tls" in mutual
     plaintext = run(
         [helm, "install", "mnist", str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
          "--set", "auth.enabled=true"]

@@ -56,6 +56,11 @@ BAD_VALUES = [
     (["--set", "service.type=ExternalName"], "at '/service/type'"),
     (["--set", "workers=4"], "additional properties 'workers' not allowed"),
     (["--set", "tls.secret=x"], "at '/tls': additional properties 'secret' not allowed"),
+    (
+        ["--set", "tls.clientAuth.secret=x"],
+        "at '/tls/clientAuth': additional properties 'secret' not allowed",
+    ),
+    (["--set", "tls.clientAuth.caKey=a/b"], "at '/tls/clientAuth/caKey'"),
     (["--set", "auth.acceptedTokens[0]=two words"], "at '/auth/acceptedTokens/0'"),
     (["--set", "chief.avoidSpot=maybe"], "at '/chief/avoidSpot': got string, want boolean"),
     (["--set-json", 'chief.spotNodeLabels={"spot": []}'], "at '/chief/spotNodeLabels/spot'"),
@@ -98,6 +103,21 @@ TEMPLATE_CHECKS = [
         "study.directory (/data/studies) must lie under persistence.mountPath (/mnt)",
     ),
     (["--set", "tls.enabled=true"], "tls.secretName is required with tls.enabled"),
+    (
+        ["--set", "tls.clientAuth.enabled=true", "--set", "tls.clientAuth.secretName=client"],
+        "tls.clientAuth.enabled needs tls.enabled",
+    ),
+    (
+        [
+            "--set",
+            "tls.enabled=true",
+            "--set",
+            "tls.secretName=chief",
+            "--set",
+            "tls.clientAuth.enabled=true",
+        ],
+        "tls.clientAuth.secretName is required with tls.clientAuth.enabled",
+    ),
 ]
 
 

@@ -192,6 +192,12 @@ Pod pieces shared by the chief and the workers
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.secretName is required with tls.enabled: a kubernetes.io/tls Secret (e.g. from a cert-manager Certificate) with tls.crt, tls.key and the CA" }}
 {{- end }}
+{{- if and .Values.tls.clientAuth.enabled (not .Values.tls.enabled) }}
+{{- fail "tls.clientAuth.enabled needs tls.enabled: client certificates are checked in the TLS handshake, so the chief must serve TLS (set tls.enabled and tls.secretName)" }}
+{{- end }}
+{{- if and .Values.tls.clientAuth.enabled (not .Values.tls.clientAuth.secretName) }}
+{{- fail "tls.clientAuth.secretName is required with tls.clientAuth.enabled: a kubernetes.io/tls Secret (e.g. from a cert-manager Certificate with usages [client auth]) with the workers' tls.crt, tls.key and the CA that signed them" }}
+{{- end }}
 {{- end }}
 
 {{/* Environment common to every container. */}}
@@ -232,7 +238,8 @@ Pod pieces shared by the chief and the workers
 Auth and TLS (docs/security.md): Secrets mounted as files, never in env or args. Include with
 (dict "ctx" $ "chief" true|false). The chief gets the token, the optional accepted tokens
 (rotation; re-read when the kubelet updates the mount), its certificate and key; a worker gets
-the token it sends and the CA it verifies the chief with, never the chief's key.
+the token it sends and the CA it verifies the chief with, never the chief's key. With mutual TLS
+(tls.clientAuth) the chief gets the client CA alone, a worker its client certificate and key.
 */}}
 {{- define "tuner-service.secretsDir" -}}
 /var/run/secrets/tuner-service
@@ -258,6 +265,17 @@ the token it sends and the CA it verifies the chief with, never the chief's key.
 - name: TUNER_SERVICE_TLS_SERVER_NAME
   value: {{ . | quote }}
 {{- end }}
+{{- if $v.tls.clientAuth.enabled }}
+{{- if .chief }}
+- name: TUNER_SERVICE_TLS_CLIENT_CA
+  value: {{ printf "%s/tls-client-ca/ca.crt" $dir | quote }}
+{{- else }}
+- name: TUNER_SERVICE_TLS_CLIENT_CERT
+  value: {{ printf "%s/tls-client/tls.crt" $dir | quote }}
+- name: TUNER_SERVICE_TLS_CLIENT_KEY
+  value: {{ printf "%s/tls-client/tls.key" $dir | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -278,6 +296,11 @@ the token it sends and the CA it verifies the chief with, never the chief's key.
 - name: tls
   mountPath: {{ $dir }}/tls
   readOnly: true
+{{- if $v.tls.clientAuth.enabled }}
+- name: {{ ternary "tls-client-ca" "tls-client" .chief }}
+  mountPath: {{ $dir }}/{{ ternary "tls-client-ca" "tls-client" .chief }}
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -316,6 +339,27 @@ the token it sends and the CA it verifies the chief with, never the chief's key.
       {{- end }}
       - key: {{ $v.tls.caKey }}
         path: ca.crt
+{{- if $v.tls.clientAuth.enabled }}
+{{- if .chief }}
+- name: tls-client-ca
+  secret:
+    secretName: {{ default $v.tls.clientAuth.secretName $v.tls.clientAuth.caSecretName }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.tls.clientAuth.caKey }}
+        path: ca.crt
+{{- else }}
+- name: tls-client
+  secret:
+    secretName: {{ $v.tls.clientAuth.secretName }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
