@@ -170,61 +170,52 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | 
     return lower_le
 
 
-class MetricsScraper:
-    """Polls the chief's /metrics while the load runs and keeps the last answer (the chief
-    lingers after the search, so the last scrape counts every call)."""
+def chief_metrics(port: int, timeout: float = 5.0) -> str:
+    """The chief's /metrics, read once the clients are done: it lingers after the search for
+    this last scrape, and its histograms are cumulative, so they hold every call. "" if it
+    never answered within ``timeout``."""
+    import urllib.request
 
-    def __init__(self, port: int, interval: float = 0.5):
-        import threading
-
-        self.url = f"http://127.0.0.1:{port}/metrics"
-        self.interval = interval
-        self.text = ""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="scraper", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        import urllib.request
-
-        while not self._stop.wait(self.interval):
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as response:
-                    self.text = response.read().decode()
-            except OSError:
-                continue  # not up yet, or gone: keep the last scrape
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def buckets(self, metric: str, **labels: str) -> list[tuple[float, float]]:
-        """(le, cumulative count) of ``metric``'s histogram, summed over unnamed labels."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        summed: dict[float, float] = {}
-        for family in text_string_to_metric_families(self.text):
-            for sample in family.samples:
-                if sample.name != f"{metric}_bucket":
-                    continue
-                if any(sample.labels.get(k) != v for k, v in labels.items()):
-                    continue
-                le = float(sample.labels["le"])
-                summed[le] = summed.get(le, 0.0) + sample.value
-        return sorted(summed.items())
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                return response.read().decode()
+        except OSError:
+            if time.monotonic() >= deadline:
+                return ""
+            time.sleep(0.1)
 
 
-def server_side(result: LoadResult, scraper: MetricsScraper) -> None:
+def histogram_buckets(text: str, metric: str, **labels: str) -> list[tuple[float, float]]:
+    """(le, cumulative count) of ``metric``'s histogram in ``text``, summed over unnamed labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    summed: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != f"{metric}_bucket":
+                continue
+            if any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
+            le = float(sample.labels["le"])
+            summed[le] = summed.get(le, 0.0) + sample.value
+    return sorted(summed.items())
+
+
+def server_side(result: LoadResult, metrics: str) -> None:
     """Fill ``result``'s server-side columns from the chief's histograms."""
-    rpc = scraper.buckets("tuner_service_rpc_duration_seconds")
+    rpc = histogram_buckets(metrics, "tuner_service_rpc_duration_seconds")
     if not rpc:
         return
     result.server_rpcs = int(rpc[-1][1])
     result.server_p99_ms = _ms(histogram_quantile(0.99, rpc))
     result.server_within_50ms = dict(rpc).get(0.05, 0.0) / rpc[-1][1]
-    create = scraper.buckets("tuner_service_rpc_duration_seconds", method="CreateTrial")
+    create = histogram_buckets(metrics, "tuner_service_rpc_duration_seconds", method="CreateTrial")
     result.server_create_p99_ms = _ms(histogram_quantile(0.99, create))
-    decision = scraper.buckets("tuner_service_oracle_decision_duration_seconds", operation="create_trial")
+    decision = histogram_buckets(
+        metrics, "tuner_service_oracle_decision_duration_seconds", operation="create_trial"
+    )
     result.decision_p99_ms = _ms(histogram_quantile(0.99, decision))
 
 
@@ -329,7 +320,7 @@ def run_load(
             "KERASTUNER_ORACLE_IP": "127.0.0.1",
             "KERASTUNER_ORACLE_PORT": str(port),
             "KERASTUNER_TUNER_ID": "chief",
-            "TUNER_SERVICE_METRICS_LINGER": "3",  # one last scrape after the search
+            "TUNER_SERVICE_METRICS_LINGER": "3",  # /metrics answers after the search: chief_metrics
         }
         chief_log = open(directory / "chief.log", "wb")  # noqa: SIM115
         chief = subprocess.Popen(
@@ -367,7 +358,6 @@ def run_load(
                     text=True,
                 )
             )
-        scraper = MetricsScraper(metrics_port) if metrics_port else None
         try:
             _wait_for_chief(chief, port, directory / "chief.log", timeout=600)
             for p in procs:  # every channel connected: the chief is up and every client is loaded
@@ -386,6 +376,8 @@ def run_load(
                 latencies += data["latencies"]
                 errors += data["errors"]
             result.wall = time.perf_counter() - start
+            if metrics_port:
+                server_side(result, chief_metrics(metrics_port))
         finally:
             for p in procs:
                 if p.poll() is None:
@@ -396,9 +388,6 @@ def run_load(
                 chief.kill()
                 chief.wait()
             chief_log.close()
-            if scraper is not None:
-                scraper.stop()
-                server_side(result, scraper)
         trials_dir = directory / ("load" if impl == "ours" else "e2e")
         result.trials_completed = -preload  # count those of this run only
         result.trials_completed += sum(
